@@ -1,0 +1,250 @@
+/* core/cfg.c — getopt_long parsing and the printed table for ih_cfg. */
+#define _GNU_SOURCE
+#include "cfg.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+void ih_cfg_defaults(ih_cfg *c)
+{
+    memset(c, 0, sizeof *c);
+    c->mode = IH_MODE_TRAIN;
+    c->threads = 2;
+    c->image_size = 224;
+    c->min_scale = 0.08f;
+    c->max_scale = 1.0f;
+    snprintf(c->arch, sizeof c->arch, "resnet50");
+    snprintf(c->backend, sizeof c->backend, "cpu");
+    c->batch = 32;
+    c->epochs = 90;
+    c->base_lr = 0.1;
+    c->warmup_epochs = 5;
+    snprintf(c->schedule, sizeof c->schedule, "step");
+    c->decay_epochs[0] = 30;
+    c->decay_epochs[1] = 60;
+    c->decay_epochs[2] = 80;
+    c->momentum = 0.9;
+    c->weight_decay = 1e-4;
+    c->nesterov = 1;
+    c->momentum_correction = 1;
+    c->seed = 1;
+    snprintf(c->out_dir, sizeof c->out_dir, "run");
+    c->log_every = 20;
+    c->progress = -1;
+    c->world = 1;
+}
+
+void ih_cfg_usage(FILE *f, const char *prog)
+{
+    fprintf(f,
+        "usage: %s [--mode train|eval] --train LMDB --val LMDB [options]\n"
+        "\n"
+        "Trains a ResNet with the recipe of Goyal et al. 2017 (linear scaling, gradual warmup,\n"
+        "per-worker BN, zero-init last BN gamma, momentum correction, loss / (k*n)).\n"
+        "\n"
+        "data:\n"
+        "  --train LMDB            training LMDB (tools/make_lmdb)\n"
+        "  --val LMDB              validation LMDB (top-1/top-5 after each epoch)\n"
+        "  --threads N             decode threads per worker (2)\n"
+        "  --image-size PX         crop side fed to the model (224)\n"
+        "  --resize PX             eval: shorter side before the center crop (image-size*256/224)\n"
+        "  --min-scale F           RandomResizedCrop smallest area fraction (0.08)\n"
+        "  --max-scale F           RandomResizedCrop largest area fraction (1.0)\n"
+        "model:\n"
+        "  --arch NAME             resnet18|34|50|101, resnet8|14|20|32|56 (CIFAR-style) (resnet50)\n"
+        "  --backend cpu|cuda      compute backend (cpu)\n"
+        "  --num-classes N         classes (0: from the training data) (0)\n"
+        "optimisation:\n"
+        "  -b, --batch-size N      images per worker per step, n (32)\n"
+        "  -e, --epochs N          epochs (90)\n"
+        "  --base-lr F             lr for a global batch of 256; scaled by k*n/256 (0.1)\n"
+        "  --warmup-epochs F       gradual warmup length (5)\n"
+        "  --schedule step|cosine  decay after warmup (step)\n"
+        "  --decay-epochs A,B,..   step decay x0.1 at these epochs (30,60,80)\n"
+        "  --momentum F            (0.9)\n"
+        "  --weight-decay F        not applied to BN gamma/beta and biases (1e-4)\n"
+        "  --no-nesterov           plain momentum instead of Nesterov\n"
+        "  --no-momentum-correction\n"
+        "  --seed N                (1)\n"
+        "run control:\n"
+        "  --mode train|eval       (train)\n"
+        "  -o, --out-dir DIR       checkpoints, config.txt, metrics.jsonl (run)\n"
+        "  --resume PATH|auto      resume from a checkpoint (auto: OUT-DIR/checkpoint.bin if present)\n"
+        "  --checkpoint PATH       eval mode: the checkpoint to evaluate\n"
+        "  --log-every N           iterations between log lines (20)\n"
+        "  --max-iters N           stop after N iterations in total (0: no limit)\n"
+        "  --progress / --no-progress   progress bar (default: when stdout is a TTY)\n"
+        "  -h, --help\n"
+        "\n"
+        "debug environment: IH_DEBUG=WARN|INFO|TRACE, IH_DEBUG_SUBSYS=PIPE,MODEL,..., IH_DEBUG_FILE=path\n",
+        prog);
+}
+
+static ih_err parse_int(const char *flag, const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return ih_fail(IH_E_USAGE, "--%s: '%s' is not an integer in [%ld, %ld]", flag, s, lo, hi);
+    *out = v;
+    return IH_OK;
+}
+
+static ih_err parse_dbl(const char *flag, const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi))
+        return ih_fail(IH_E_USAGE, "--%s: '%s' is not a number in [%g, %g]", flag, s, lo, hi);
+    *out = v;
+    return IH_OK;
+}
+
+static ih_err copy_str(const char *flag, char *dst, size_t cap, const char *s)
+{
+    if (strlen(s) >= cap) return ih_fail(IH_E_USAGE, "--%s: value too long (max %zu)", flag, cap - 1);
+    memcpy(dst, s, strlen(s) + 1);
+    return IH_OK;
+}
+
+enum {
+    O_TRAIN = 1000, O_VAL, O_THREADS, O_IMAGE, O_RESIZE, O_MINS, O_MAXS, O_ARCH, O_BACKEND,
+    O_NCLS, O_LR, O_WARM, O_SCHED, O_DECAY, O_MOM, O_WD, O_NONEST, O_NOMC, O_SEED, O_MODE,
+    O_RESUME, O_CKPT, O_LOGEVERY, O_MAXIT, O_PROG, O_NOPROG
+};
+
+ih_err ih_cfg_parse(ih_cfg *c, int argc, char **argv, int *help_printed)
+{
+    static const struct option opts[] = {
+        {"train", required_argument, 0, O_TRAIN},       {"val", required_argument, 0, O_VAL},
+        {"threads", required_argument, 0, O_THREADS},   {"image-size", required_argument, 0, O_IMAGE},
+        {"resize", required_argument, 0, O_RESIZE},     {"min-scale", required_argument, 0, O_MINS},
+        {"max-scale", required_argument, 0, O_MAXS},    {"arch", required_argument, 0, O_ARCH},
+        {"backend", required_argument, 0, O_BACKEND},   {"num-classes", required_argument, 0, O_NCLS},
+        {"batch-size", required_argument, 0, 'b'},      {"epochs", required_argument, 0, 'e'},
+        {"base-lr", required_argument, 0, O_LR},        {"warmup-epochs", required_argument, 0, O_WARM},
+        {"schedule", required_argument, 0, O_SCHED},    {"decay-epochs", required_argument, 0, O_DECAY},
+        {"momentum", required_argument, 0, O_MOM},      {"weight-decay", required_argument, 0, O_WD},
+        {"no-nesterov", no_argument, 0, O_NONEST},      {"no-momentum-correction", no_argument, 0, O_NOMC},
+        {"seed", required_argument, 0, O_SEED},         {"mode", required_argument, 0, O_MODE},
+        {"out-dir", required_argument, 0, 'o'},         {"resume", required_argument, 0, O_RESUME},
+        {"checkpoint", required_argument, 0, O_CKPT},   {"log-every", required_argument, 0, O_LOGEVERY},
+        {"max-iters", required_argument, 0, O_MAXIT},   {"progress", no_argument, 0, O_PROG},
+        {"no-progress", no_argument, 0, O_NOPROG},      {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    *help_printed = 0;
+    optind = 1;
+    opterr = 0;
+    int ch;
+    long iv;
+    double dv;
+    while ((ch = getopt_long(argc, argv, ":b:e:o:h", opts, NULL)) != -1) {
+        const char *a = optarg;
+        switch (ch) {
+        case O_TRAIN: IH_TRY(copy_str("train", c->train_lmdb, sizeof c->train_lmdb, a)); break;
+        case O_VAL: IH_TRY(copy_str("val", c->val_lmdb, sizeof c->val_lmdb, a)); break;
+        case O_THREADS: IH_TRY(parse_int("threads", a, 1, 256, &iv)); c->threads = (int)iv; break;
+        case O_IMAGE: IH_TRY(parse_int("image-size", a, 8, 4096, &iv)); c->image_size = (int)iv; break;
+        case O_RESIZE: IH_TRY(parse_int("resize", a, 8, 8192, &iv)); c->resize = (int)iv; break;
+        case O_MINS: IH_TRY(parse_dbl("min-scale", a, 1e-4, 1, &dv)); c->min_scale = (float)dv; break;
+        case O_MAXS: IH_TRY(parse_dbl("max-scale", a, 1e-4, 1, &dv)); c->max_scale = (float)dv; break;
+        case O_ARCH: IH_TRY(copy_str("arch", c->arch, sizeof c->arch, a)); break;
+        case O_BACKEND:
+            if (strcmp(a, "cpu") && strcmp(a, "cuda"))
+                return ih_fail(IH_E_USAGE, "--backend: '%s' is not one of cpu, cuda", a);
+            IH_TRY(copy_str("backend", c->backend, sizeof c->backend, a));
+            break;
+        case O_NCLS: IH_TRY(parse_int("num-classes", a, 0, 1000000, &iv)); c->num_classes = (int)iv; break;
+        case 'b': IH_TRY(parse_int("batch-size", a, 1, 1 << 20, &iv)); c->batch = (int)iv; break;
+        case 'e': IH_TRY(parse_int("epochs", a, 1, 100000, &iv)); c->epochs = (int)iv; break;
+        case O_LR: IH_TRY(parse_dbl("base-lr", a, 0, 1e3, &dv)); c->base_lr = dv; break;
+        case O_WARM: IH_TRY(parse_dbl("warmup-epochs", a, 0, 1e5, &dv)); c->warmup_epochs = dv; break;
+        case O_SCHED:
+            if (strcmp(a, "step") && strcmp(a, "cosine"))
+                return ih_fail(IH_E_USAGE, "--schedule: '%s' is not one of step, cosine", a);
+            IH_TRY(copy_str("schedule", c->schedule, sizeof c->schedule, a));
+            break;
+        case O_DECAY: {
+            memset(c->decay_epochs, 0, sizeof c->decay_epochs);
+            char buf[256];
+            IH_TRY(copy_str("decay-epochs", buf, sizeof buf, a));
+            int i = 0;
+            for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+                if (i == 8) return ih_fail(IH_E_USAGE, "--decay-epochs: at most 8 epochs");
+                IH_TRY(parse_int("decay-epochs", tok, 1, 100000, &iv));
+                c->decay_epochs[i++] = (int)iv;
+            }
+            break;
+        }
+        case O_MOM: IH_TRY(parse_dbl("momentum", a, 0, 1, &dv)); c->momentum = dv; break;
+        case O_WD: IH_TRY(parse_dbl("weight-decay", a, 0, 1, &dv)); c->weight_decay = dv; break;
+        case O_NONEST: c->nesterov = 0; break;
+        case O_NOMC: c->momentum_correction = 0; break;
+        case O_SEED: IH_TRY(parse_int("seed", a, 0, 0x7fffffffL, &iv)); c->seed = (uint64_t)iv; break;
+        case O_MODE:
+            if (!strcmp(a, "train")) c->mode = IH_MODE_TRAIN;
+            else if (!strcmp(a, "eval")) c->mode = IH_MODE_EVAL;
+            else return ih_fail(IH_E_USAGE, "--mode: '%s' is not one of train, eval", a);
+            break;
+        case 'o': IH_TRY(copy_str("out-dir", c->out_dir, sizeof c->out_dir, a)); break;
+        case O_RESUME: IH_TRY(copy_str("resume", c->resume, sizeof c->resume, a)); break;
+        case O_CKPT: IH_TRY(copy_str("checkpoint", c->checkpoint, sizeof c->checkpoint, a)); break;
+        case O_LOGEVERY: IH_TRY(parse_int("log-every", a, 1, 1 << 30, &iv)); c->log_every = (int)iv; break;
+        case O_MAXIT: IH_TRY(parse_int("max-iters", a, 0, 0x7fffffffL, &iv)); c->max_iters = iv; break;
+        case O_PROG: c->progress = 1; break;
+        case O_NOPROG: c->progress = 0; break;
+        case 'h': ih_cfg_usage(stdout, argv[0]); *help_printed = 1; return IH_OK;
+        case ':': return ih_fail(IH_E_USAGE, "option '%s' needs a value (see --help)", argv[optind - 1]);
+        default: return ih_fail(IH_E_USAGE, "unknown option '%s' (see --help)", argv[optind - 1]);
+        }
+    }
+    if (optind < argc) return ih_fail(IH_E_USAGE, "unexpected argument '%s' (see --help)", argv[optind]);
+    return IH_OK;
+}
+
+ih_err ih_cfg_derive(ih_cfg *c)
+{
+    if (c->mode == IH_MODE_TRAIN && !c->train_lmdb[0])
+        return ih_fail(IH_E_USAGE, "--train LMDB is required in train mode (make one with tools/make_lmdb)");
+    if (c->mode == IH_MODE_EVAL && (!c->val_lmdb[0] || !c->checkpoint[0]))
+        return ih_fail(IH_E_USAGE, "eval mode needs --val LMDB and --checkpoint PATH");
+    if (c->min_scale > c->max_scale)
+        return ih_fail(IH_E_USAGE, "--min-scale %g is larger than --max-scale %g", c->min_scale, c->max_scale);
+    if (!c->resize) c->resize = (c->image_size * 256 + 223) / 224;
+    if (c->resize < c->image_size)
+        return ih_fail(IH_E_USAGE, "--resize %d is smaller than --image-size %d", c->resize, c->image_size);
+    return IH_OK;
+}
+
+void ih_cfg_print(const ih_cfg *c, FILE *f)
+{
+    char decay[96] = "";
+    for (int i = 0, o = 0; i < 8 && c->decay_epochs[i]; i++)
+        o += snprintf(decay + o, sizeof decay - (size_t)o, "%s%d", i ? "," : "", c->decay_epochs[i]);
+    const long gb = (long)c->batch * c->world;
+    fprintf(f, "# %-22s %s\n", "setting", "value");
+    fprintf(f, "  %-22s %s\n", "mode", c->mode == IH_MODE_TRAIN ? "train" : c->mode == IH_MODE_EVAL ? "eval" : "profile");
+    fprintf(f, "  %-22s %s\n", "train", c->train_lmdb[0] ? c->train_lmdb : "-");
+    fprintf(f, "  %-22s %s\n", "val", c->val_lmdb[0] ? c->val_lmdb : "-");
+    fprintf(f, "  %-22s %s (%s)\n", "arch", c->arch, c->backend);
+    fprintf(f, "  %-22s %d\n", "image-size", c->image_size);
+    fprintf(f, "  %-22s %d\n", "resize (eval)", c->resize);
+    fprintf(f, "  %-22s %.3g..%.3g\n", "crop scale", c->min_scale, c->max_scale);
+    fprintf(f, "  %-22s %d\n", "decode threads", c->threads);
+    fprintf(f, "  %-22s %d x %d workers = %ld\n", "batch n x k", c->batch, c->world, gb);
+    fprintf(f, "  %-22s %d\n", "epochs", c->epochs);
+    fprintf(f, "  %-22s %g\n", "base lr (per 256)", c->base_lr);
+    fprintf(f, "  %-22s %g  (derived: base*%ld/256)\n", "lr after warmup", c->base_lr * (double)gb / 256.0, gb);
+    fprintf(f, "  %-22s %g epochs\n", "warmup", c->warmup_epochs);
+    fprintf(f, "  %-22s %s%s%s\n", "schedule", c->schedule, strcmp(c->schedule, "step") ? "" : " at ", strcmp(c->schedule, "step") ? "" : decay);
+    fprintf(f, "  %-22s %g (%s)%s\n", "momentum", c->momentum, c->nesterov ? "nesterov" : "plain",
+            c->momentum_correction ? ", corrected" : "");
+    fprintf(f, "  %-22s %g (not on BN, bias)\n", "weight decay", c->weight_decay);
+    fprintf(f, "  %-22s %llu\n", "seed", (unsigned long long)c->seed);
+    fprintf(f, "  %-22s %s\n", "out-dir", c->out_dir);
+    if (c->resume[0]) fprintf(f, "  %-22s %s\n", "resume", c->resume);
+}

@@ -1,0 +1,49 @@
+/* tests/run_cmd.h — run a shell command from a test, capture its output, get its exit code
+ * (header-only). Paths of built programs come from IH_BINARY_DIR, set by ctest. */
+#ifndef IH_TESTS_RUN_CMD_H
+#define IH_TESTS_RUN_CMD_H
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+/* Runs `sh -c CMD 2>&1`, stores up to cap-1 bytes of output in out (NUL-terminated) and
+ * returns the exit status (128+signal if killed, -1 if it could not run). */
+static inline int run_cmd(char *out, size_t cap, const char *fmt, ...)
+{
+    char cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(cmd, sizeof cmd - 8, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof cmd - 8) return -1;
+    strcat(cmd, " 2>&1");
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t len = 0;
+    char buf[4096];
+    size_t r;
+    while ((r = fread(buf, 1, sizeof buf, p)) > 0) {
+        if (out && len + 1 < cap) {
+            size_t k = r < cap - 1 - len ? r : cap - 1 - len;
+            memcpy(out + len, buf, k);
+            len += k;
+        }
+    }
+    if (out && cap) out[len] = 0;
+    int st = pclose(p);
+    if (st == -1) return -1;
+    if (WIFEXITED(st)) return WEXITSTATUS(st);
+    if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
+    return -1;
+}
+
+static inline const char *bin_dir(void)
+{
+    const char *b = getenv("IH_BINARY_DIR");
+    return b && *b ? b : ".";
+}
+
+#endif
