@@ -19,6 +19,9 @@ $(BUILD)/CMakeCache.txt:
 build: deps $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
+DEMO_START := $(shell date +%s)
+export DEMO_START
+
 demo: build
 	@sh scripts/demo.sh $(BUILD)
 
