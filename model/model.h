@@ -71,6 +71,14 @@ void model_zero_grads(model_net *m);
 ih_err model_train_step(model_net *m, const uint8_t *images, const int32_t *labels, int n,
                         float loss_scale, double *loss_sum, int *correct);
 
+/* Gradient-ready notification for overlapping communication with backward: during
+ * model_train_step, after each layer's parameter gradients are complete, fn(arg, offset) is
+ * called on the stepping thread with grads[offset, model_num_params) final for this step;
+ * offsets strictly decrease within a step and the last call has offset 0. fn must not call
+ * back into the model and should not block for long. fn == NULL disables it (default). */
+typedef void (*model_grad_ready_fn)(void *arg, size_t offset);
+void model_set_grad_ready(model_net *m, model_grad_ready_fn fn, void *arg);
+
 /* Inference with running BN statistics: writes n*num_classes logits. */
 ih_err model_eval_logits(model_net *m, const uint8_t *images, int n, float *logits);
 
