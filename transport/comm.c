@@ -1,0 +1,145 @@
+/* transport/comm.c — communicator set-up, tuning knobs and failure propagation.
+ *
+ * Failure protocol: the rank that sees an error first (peer closed, timeout) does
+ *   1. store add "<ns>/abort" = "rank R (host H): <message>"   (first writer wins)
+ *   2. close all fabric connections
+ * in that order, so a rank that then sees EOF from it finds the original cause in the store
+ * and names it, even when the rank that died first was not its neighbour.
+ */
+#define _GNU_SOURCE
+#include "comm_impl.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "fabric_tcp.h"
+
+#define DEFAULT_TIMEOUT_S 300
+#define DEFAULT_CHUNK_KB 256
+#define DEFAULT_SOCKBUF (4 << 20)
+
+static long env_long(const char *name, long dflt, long lo, long hi)
+{
+    const char *v = getenv(name);
+    if (!v || !*v) return dflt;
+    char *end = NULL;
+    long x = strtol(v, &end, 10);
+    if (*end || x < lo || x > hi) {
+        IH_WARN("ignoring %s='%s': not an integer in [%ld, %ld]; using %ld", name, v, lo, hi, dflt);
+        return dflt;
+    }
+    return x;
+}
+
+static double env_double(const char *name, double dflt)
+{
+    const char *v = getenv(name);
+    if (!v || !*v) return dflt;
+    char *end = NULL;
+    double x = strtod(v, &end);
+    if (*end || !(x > 0)) {
+        IH_WARN("ignoring %s='%s': not a positive number; using %g", name, v, dflt);
+        return dflt;
+    }
+    return x;
+}
+
+ih_err comm_ctx_create(comm_ctx **out, const comm_boot_info *b, const comm_opts *opts)
+{
+    *out = NULL;
+    comm_opts o;
+    memset(&o, 0, sizeof o);
+    if (opts) o = *opts;
+    IH_TRY(comm_boot_check(b));
+    if (o.fabric && strcmp(o.fabric, "tcp"))
+        return ih_fail(IH_E_USAGE, "fabric '%s' is not available in this build (use --fabric tcp)", o.fabric);
+    comm_ctx *c = calloc(1, sizeof *c);
+    if (!c) return ih_fail(IH_E_SYS, "out of memory for a communicator");
+    ih_err e = IH_OK;
+    c->boot = *b;
+    snprintf(c->ns, sizeof c->ns, "%s", o.ns ? o.ns : "c");
+    gethostname(c->host, sizeof c->host - 1);
+    c->timeout_ms = o.timeout_ms > 0 ? o.timeout_ms
+                                     : (int64_t)(env_double("IH_COMM_TIMEOUT_S", DEFAULT_TIMEOUT_S) * 1000);
+    size_t chunk = o.chunk_bytes ? o.chunk_bytes
+                                 : (size_t)env_long("IH_COMM_CHUNK_KB", DEFAULT_CHUNK_KB, 4, 1 << 20) * 1024;
+    c->chunk_elems = chunk / sizeof(float);
+    if (c->chunk_elems < 16) c->chunk_elems = 16;
+    int sockbuf = o.sockbuf ? o.sockbuf : (int)env_long("IH_COMM_SOCKBUF", DEFAULT_SOCKBUF, -1, 1 << 30);
+    if (sockbuf < 0) sockbuf = 0;
+    for (int i = 0; i < COMM_NTMP; i++) {
+        c->tmp[i] = aligned_alloc(64, (c->chunk_elems * sizeof(float) + 63) / 64 * 64);
+        if (!c->tmp[i]) {
+            e = ih_fail(IH_E_SYS, "out of memory for %zu B of staging buffers", COMM_NTMP * chunk);
+            goto fail;
+        }
+    }
+    if (b->world == 1) {
+        IH_TRY_GOTO(comm_fabric_tcp_create(&c->fab, NULL, c->ns, 0, 1, 0, c->timeout_ms), e, fail);
+        *out = c;
+        return IH_OK;
+    }
+    if (b->rank == 0 && !o.no_store_server)
+        IH_TRY_GOTO(comm_store_server_create(&c->server, NULL, b->master_port), e, fail);
+    IH_TRY_GOTO(comm_store_connect(&c->store, b->master_addr, b->master_port, c->timeout_ms), e, fail);
+    IH_TRY_GOTO(comm_fabric_tcp_create(&c->fab, c->store, c->ns, b->rank, b->world, sockbuf,
+                                       c->timeout_ms), e, fail);
+    /* Every rank has read every address: after this barrier rank 0 may drop the store's
+     * set-up role at any time without stranding a rank still in rendezvous. */
+    IH_TRY_GOTO(comm_coll_barrier(c), e, fail);
+    IH_INFO(IH_LOG_COMM, "rank %d of %d ready (chunk %zu KiB, timeout %.0f s)", b->rank, b->world,
+            chunk / 1024, (double)c->timeout_ms / 1e3);
+    *out = c;
+    return IH_OK;
+fail:
+    comm_ctx_destroy(c);
+    return e;
+}
+
+void comm_ctx_destroy(comm_ctx *c)
+{
+    if (!c) return;
+    comm_fabric_destroy(c->fab);
+    comm_store_destroy(c->store);
+    comm_store_server_destroy(c->server);
+    for (int i = 0; i < COMM_NTMP; i++) free(c->tmp[i]);
+    free(c);
+}
+
+int comm_ctx_rank(const comm_ctx *c) { return c->boot.rank; }
+int comm_ctx_world(const comm_ctx *c) { return c->boot.world; }
+int64_t comm_ctx_timeout_ms(const comm_ctx *c) { return c->timeout_ms; }
+
+ih_err comm_ctx_fail(comm_ctx *c, ih_err e, const char *op)
+{
+    char msg[1024], first[1024] = "";
+    snprintf(msg, sizeof msg, "%s", ih_last_error());
+    if (c->store && !c->err) {
+        char key[128], val[1400];
+        snprintf(key, sizeof key, "%s/abort", c->ns);
+        snprintf(val, sizeof val, "rank %d (host %s) in %s: %s", c->boot.rank, c->host, op, msg);
+        int won = 0;
+        int64_t t = c->timeout_ms < 2000 ? c->timeout_ms : 2000; /* rank 0 may be gone too */
+        if (comm_store_add(c->store, key, val, strlen(val), &won, t) == IH_OK && !won) {
+            size_t len = 0;
+            if (comm_store_get(c->store, key, first, sizeof first - 1, &len, 0) == IH_OK)
+                first[len < sizeof first - 1 ? len : sizeof first - 1] = 0;
+            else
+                first[0] = 0;
+        }
+    }
+    comm_fabric_abort(c->fab, e, msg);
+    if (c->err) return ih_fail(c->err, "%s", c->errmsg);
+    c->err = e;
+    if (first[0])
+        snprintf(c->errmsg, sizeof c->errmsg, "%s failed on rank %d of %d: %s [first failure in "
+                 "the job: %s]", op, c->boot.rank, c->boot.world, msg, first);
+    else
+        snprintf(c->errmsg, sizeof c->errmsg, "%s failed on rank %d of %d: %s", op, c->boot.rank,
+                 c->boot.world, msg);
+    return ih_fail(e, "%s", c->errmsg);
+}

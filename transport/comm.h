@@ -1,0 +1,60 @@
+/* transport/comm.h — a communicator: `world` ranks connected over one fabric, and the
+ * collectives the trainer needs (allreduce sum fp32 in place, broadcast, barrier).
+ *
+ * A comm_ctx holds no globals, so several can live in one process (the tests run each rank
+ * as a thread). Threads: one thread at a time per ctx (the trainer's comm thread); every call
+ * blocks until the operation completed on this rank or failed. Every collective must be
+ * called by all ranks in the same order with the same sizes and algorithm.
+ *
+ * Failure: the first error is sticky. A failing rank publishes it in the store under
+ * "<ns>/abort" before closing its connections, so every other rank fails within the timeout
+ * with a message naming the rank that failed first, its host, and the operation.
+ */
+#ifndef COMM_COMM_H
+#define COMM_COMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "boot.h"
+#include "core/err.h"
+
+typedef enum { COMM_ALGO_AUTO = 0, COMM_ALGO_HD, COMM_ALGO_RING } comm_algo;
+
+/* Options; all-zero means defaults. */
+typedef struct {
+    const char *fabric;     /* "tcp" (default) */
+    int64_t timeout_ms;     /* 0: env IH_COMM_TIMEOUT_S, default 300 s */
+    size_t chunk_bytes;     /* pipelining unit; 0: env IH_COMM_CHUNK_KB, default 256 KiB */
+    int sockbuf;            /* socket buffer bytes; 0: env IH_COMM_SOCKBUF, default 4 MiB; <0: kernel autotuning */
+    int no_store_server;    /* rank 0 does not start the store (the caller hosts it) */
+    const char *ns;         /* store key namespace; NULL: "c" */
+} comm_opts;
+
+typedef struct comm_ctx comm_ctx;
+
+/* Connects `b->world` ranks: rank 0 starts the store at master_port (unless no_store_server),
+ * every rank registers and connects the fabric. Blocks up to the timeout; IH_E_TIMEOUT names
+ * the ranks that did not show up. The ctx owns its fabric, store client and scratch. */
+ih_err comm_ctx_create(comm_ctx **out, const comm_boot_info *b, const comm_opts *opts);
+/* Closes everything. NULL-safe. Never blocks for long. */
+void comm_ctx_destroy(comm_ctx *c);
+
+int comm_ctx_rank(const comm_ctx *c);
+int comm_ctx_world(const comm_ctx *c);
+int64_t comm_ctx_timeout_ms(const comm_ctx *c);
+const char *comm_algo_name(comm_algo a);
+/* Parses "auto", "hd", "ring". IH_E_USAGE otherwise. */
+ih_err comm_algo_parse(const char *s, comm_algo *out);
+/* What COMM_ALGO_AUTO runs for `bytes` on this ctx's world size. */
+comm_algo comm_coll_auto_algo(const comm_ctx *c, size_t bytes);
+
+/* buf[0..n) := sum over ranks of buf[0..n), in place. Same bits on every rank. No
+ * allocation. */
+ih_err comm_coll_allreduce(comm_ctx *c, float *buf, size_t n, comm_algo algo);
+/* Copies root's buf[0..bytes) to every rank (pipelined binomial tree). */
+ih_err comm_coll_broadcast(comm_ctx *c, void *buf, size_t bytes, int root);
+/* Returns once every rank entered (dissemination barrier, ceil(log2 k) rounds). */
+ih_err comm_coll_barrier(comm_ctx *c);
+
+#endif
