@@ -8,7 +8,7 @@
  * Backward, per channel with sums over the m rows:
  *   dgamma += sum(dy * xhat), dbeta += sum(dy),
  *   dx = gamma*istd * (dy - sum(dy)/m - xhat * sum(dy*xhat)/m)
- * folded into dx = a*dy + b*x + c per channel.
+ * folded into dx = a*dy + b*(x - mean) + c per channel.
  */
 #include <math.h>
 #include <string.h>
@@ -20,13 +20,15 @@ size_t MODEL_FN(model_bn_scratch_bytes)(int c)
     return (size_t)c * (2 * sizeof(double) + 3 * sizeof(real));
 }
 
-/* y = x*scale + shift per channel. */
-static void affine(size_t m, int c, const real *x, const real *scale, const real *shift, real *y)
+/* y = (x - center)*scale + shift per channel. Centring first (rather than folding the mean
+ * into shift) avoids cancellation when |mean| >> std, which float training hits. */
+static void affine(size_t m, int c, const real *x, const real *center, const real *scale,
+                   const real *shift, real *y)
 {
     for (size_t i = 0; i < m; i++) {
         const real *xi = x + i * c;
         real *yi = y + i * c;
-        for (int j = 0; j < c; j++) yi[j] = xi[j] * scale[j] + shift[j];
+        for (int j = 0; j < c; j++) yi[j] = (xi[j] - center[j]) * scale[j] + shift[j];
     }
 }
 
@@ -56,12 +58,12 @@ void MODEL_FN(model_bn_fwd_train)(size_t m, int c, const real *x, const real *ga
         save_mean[j] = (real)mu;
         save_invstd[j] = (real)istd;
         scale[j] = (real)(gamma[j] * istd);
-        shift[j] = (real)(beta[j] - mu * gamma[j] * istd);
+        shift[j] = beta[j];
         double unbiased = m > 1 ? acc2[j] / (double)(m - 1) : var;
         run_mean[j] = (real)((1 - momentum) * run_mean[j] + momentum * mu);
         run_var[j] = (real)((1 - momentum) * run_var[j] + momentum * unbiased);
     }
-    affine(m, c, x, scale, shift, y);
+    affine(m, c, x, save_mean, scale, shift, y);
 }
 
 void MODEL_FN(model_bn_fwd_eval)(size_t m, int c, const real *x, const real *gamma,
@@ -72,9 +74,9 @@ void MODEL_FN(model_bn_fwd_eval)(size_t m, int c, const real *x, const real *gam
     for (int j = 0; j < c; j++) {
         double istd = 1.0 / sqrt((double)run_var[j] + eps);
         scale[j] = (real)(gamma[j] * istd);
-        shift[j] = (real)(beta[j] - run_mean[j] * gamma[j] * istd);
+        shift[j] = beta[j];
     }
-    affine(m, c, x, scale, shift, y);
+    affine(m, c, x, run_mean, scale, shift, y);
 }
 
 void MODEL_FN(model_bn_bwd)(size_t m, int c, const real *x, const real *dy, const real *gamma,
@@ -92,21 +94,21 @@ void MODEL_FN(model_bn_bwd)(size_t m, int c, const real *x, const real *dy, cons
         }
     }
     for (int j = 0; j < c; j++) {
-        double is = save_invstd[j], g = gamma[j], mu = save_mean[j];
+        double is = save_invstd[j], g = gamma[j];
         dgamma[j] += (real)(sdyx[j] * is);
         dbeta[j] += (real)sdy[j];
         double a = g * is, b = -g * is * is * is * sdyx[j] / (double)m;
         ka[j] = (real)a;
         kb[j] = (real)b;
-        kc[j] = (real)(-a * sdy[j] / (double)m - b * mu);
+        kc[j] = (real)(-a * sdy[j] / (double)m);
     }
     if (!dx) return;
     for (size_t i = 0; i < m; i++) {
         const real *xi = x + i * c, *dyi = dy + i * c;
         real *dxi = dx + i * c;
         if (accum_dx)
-            for (int j = 0; j < c; j++) dxi[j] += ka[j] * dyi[j] + kb[j] * xi[j] + kc[j];
+            for (int j = 0; j < c; j++) dxi[j] += ka[j] * dyi[j] + kb[j] * (xi[j] - save_mean[j]) + kc[j];
         else
-            for (int j = 0; j < c; j++) dxi[j] = ka[j] * dyi[j] + kb[j] * xi[j] + kc[j];
+            for (int j = 0; j < c; j++) dxi[j] = ka[j] * dyi[j] + kb[j] * (xi[j] - save_mean[j]) + kc[j];
     }
 }
