@@ -5,6 +5,9 @@
  */
 #include <cudnn.h>
 
+extern "C" { /* core/err.h has no C++ guards of its own */
+#include "core/err.h"
+}
 #include "model/cuda/probe.h"
 #include "model/input_norm.h"
 
