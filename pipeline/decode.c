@@ -44,9 +44,11 @@ static void on_error(j_common_ptr c)
 static void on_message(j_common_ptr c, int level)
 {
     if (level >= 0) return; /* trace messages */
-    /* Warnings are tolerated except a premature end of data: libjpeg would pad the image
-     * with grey and we would train on it. */
-    if (c->err->msg_code == JWRN_JPEG_EOF) on_error(c);
+    /* Warnings that mean part of the image is missing or garbage (libjpeg pads it with grey
+     * and carries on) are errors for us; benign ones (extraneous bytes before a marker,
+     * common in ImageNet, unknown APPn data) are tolerated. */
+    int code = c->err->msg_code;
+    if (code == JWRN_JPEG_EOF || code == JWRN_HIT_MARKER || code == JWRN_HUFF_BAD_CODE) on_error(c);
     c->err->num_warnings++;
 }
 

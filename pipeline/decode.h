@@ -8,9 +8,9 @@
  * (grayscale via libjpeg, CMYK/YCCK by hand, Adobe-inverted or not) and resamples bilinearly.
  * Rows below the window are never decoded, so a file truncated below the window decodes.
  *
- * Errors are libjpeg's fatal errors plus "premature end of JPEG file" (a truncated image
- * would otherwise come out grey); other libjpeg warnings (e.g. extraneous bytes) are
- * tolerated. All are IH_E_DATA with a reason ("not a JPEG (PNG signature)", libjpeg's text).
+ * Errors are libjpeg's fatal errors plus the warnings that mean missing or garbage image
+ * data (premature end of file or of a data segment, bad Huffman code: libjpeg would pad
+ * with grey); benign warnings (e.g. extraneous bytes before a marker) are tolerated. All are IH_E_DATA with a reason ("not a JPEG (PNG signature)", libjpeg's text).
  *
  * Threads: a pipe_decoder is owned by one thread (it holds a libjpeg decompressor and
  * scratch buffers that grow to the largest window seen, then stay).
