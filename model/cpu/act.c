@@ -22,10 +22,12 @@ void MODEL_FN(model_relu_fwd)(size_t len, const real *x, real *y)
 
 void MODEL_FN(model_relu_bwd)(size_t len, const real *y, const real *dy, real *dx, int accum_dx)
 {
+    /* Multiplying by the 0/1 mask (not a ?: on data) keeps the loop branch-free: half the
+     * signs are random, and a branchy in-place loop was 9% of a resnet8 step. */
     if (accum_dx)
-        for (size_t i = 0; i < len; i++) dx[i] += y[i] > 0 ? dy[i] : 0;
+        for (size_t i = 0; i < len; i++) dx[i] += (real)(y[i] > 0) * dy[i];
     else
-        for (size_t i = 0; i < len; i++) dx[i] = y[i] > 0 ? dy[i] : 0;
+        for (size_t i = 0; i < len; i++) dx[i] = (real)(y[i] > 0) * dy[i];
 }
 
 void MODEL_FN(model_add_fwd)(size_t len, const real *a, const real *b, real *y)
