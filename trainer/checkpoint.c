@@ -23,7 +23,7 @@ typedef struct {
     uint64_t seed;
     uint64_t n_params, n_state, n_momentum;
     uint64_t checksum;
-    uint8_t pad[16];
+    uint8_t pad[32];
 } ckpt_header;
 _Static_assert(sizeof(ckpt_header) == 160, "checkpoint header is 160 bytes on disk");
 

@@ -1,6 +1,7 @@
 /* test_checkpoint_atomic — checkpoints round-trip exactly; a corrupted byte or a truncated file
  * is refused with the file's name; a failed save leaves the previous checkpoint intact and no
  * temporary file behind. */
+#include <string.h>
 #include <unistd.h>
 
 #include "core/err.h"

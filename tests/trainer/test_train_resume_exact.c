@@ -5,6 +5,8 @@
  *   C: stopped at the end of epoch 0, resumed to the end
  * The final checkpoints (parameters, BN running stats, momentum, lr, position) must be equal
  * byte for byte. */
+#include <stdint.h>
+
 #include "tests/trainer/tiny_data.h"
 
 static char out[1 << 18];
