@@ -28,7 +28,7 @@ static int train(const char *tmp, const char *run, int threads, const char *extr
 {
     int rc = run_cmd(out, sizeof out,
                      "%s/bin/train --train %s/train.lmdb -o %s/%s --arch resnet8 --image-size 16 -b 8 "
-                     "--epochs 2 --base-lr 0.2 --warmup-epochs 0.5 --threads %d --log-every 1000 --no-progress %s",
+                     "--epochs 2 --base-lr 3.2 --warmup-epochs 0 --schedule cosine --threads %d --log-every 1000 --no-progress %s",
                      bin_dir(), tmp, tmp, run, threads, extra);
     if (rc) fprintf(stderr, "train %s %s: exit %d\n%s\n", run, extra, rc, out);
     return rc;
