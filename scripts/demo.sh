@@ -6,7 +6,7 @@
 set -eu
 build=${1:-build}
 out=${DEMO_OUT:-demo-out}
-epochs=${DEMO_EPOCHS:-6}
+epochs=${DEMO_EPOCHS:-4}
 ntrain=${DEMO_TRAIN_PER_CLASS:-500}
 nval=${DEMO_VAL_PER_CLASS:-100}
 start=${DEMO_START:-$(date +%s)}
