@@ -1,0 +1,13 @@
+# FindIBVerbs — libibverbs and librdmacm (rdma-core). Defines IBVerbs_FOUND and IBVerbs::IBVerbs.
+find_path(IBVerbs_INCLUDE_DIR infiniband/verbs.h)
+find_library(IBVerbs_LIBRARY ibverbs)
+find_path(RDMACM_INCLUDE_DIR rdma/rdma_cma.h)
+find_library(RDMACM_LIBRARY rdmacm)
+include(FindPackageHandleStandardArgs)
+find_package_handle_standard_args(IBVerbs REQUIRED_VARS IBVerbs_LIBRARY IBVerbs_INCLUDE_DIR RDMACM_LIBRARY RDMACM_INCLUDE_DIR)
+if(IBVerbs_FOUND AND NOT TARGET IBVerbs::IBVerbs)
+  add_library(IBVerbs::IBVerbs INTERFACE IMPORTED)
+  target_include_directories(IBVerbs::IBVerbs INTERFACE ${IBVerbs_INCLUDE_DIR} ${RDMACM_INCLUDE_DIR})
+  target_link_libraries(IBVerbs::IBVerbs INTERFACE ${IBVerbs_LIBRARY} ${RDMACM_LIBRARY})
+endif()
+mark_as_advanced(IBVerbs_INCLUDE_DIR IBVerbs_LIBRARY RDMACM_INCLUDE_DIR RDMACM_LIBRARY)
