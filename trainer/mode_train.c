@@ -261,7 +261,8 @@ ih_err mode_train(ih_cfg *cfg)
                 t_wait = 0;
                 t_win = ih_now_s();
             } else if (show_bar) {
-                progress_bar((int)epoch, b_idx, ipe, win_loss / (double)win_n, 0);
+                const double dt = ih_now_s() - t_win;
+                progress_bar((int)epoch, b_idx, ipe, win_loss / (double)win_n, dt > 0 ? (double)win_n / dt : 0);
             }
             if (g_stop_signal || (cfg->max_iters && iter >= cfg->max_iters)) {
                 stopped = 1;
