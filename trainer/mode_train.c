@@ -83,6 +83,13 @@ out:
     return e;
 }
 
+/* The bar is redrawn in place with \r; anything else printed while it shows clears it first. */
+static void clear_bar(int *bar_on)
+{
+    if (*bar_on) printf("\r%*s\r", 100, "");
+    *bar_on = 0;
+}
+
 static void progress_bar(int epoch, int64_t b, int64_t nb, double loss, double ips)
 {
     char bar[31];
@@ -211,8 +218,8 @@ ih_err mode_train(ih_cfg *cfg)
 
     const int show_bar = cfg->progress < 0 ? isatty(STDOUT_FILENO) : cfg->progress;
     const float loss_scale = 1.0f / (float)(cfg->batch * cfg->world);
-    double top1 = 0, top5 = 0, last_loss = NAN;
-    int stopped = 0;
+    double top1 = NAN, top5 = NAN, last_loss = NAN;
+    int stopped = 0, bar_on = 0;
     for (int64_t epoch = epoch0; epoch < cfg->epochs && !stopped; epoch++) {
         IH_TRY_GOTO(pipe_loader_start_epoch(train, (int)epoch, epoch == epoch0 ? batch0 : 0), e, fail);
         double win_loss = 0, ep_loss = 0;
@@ -249,7 +256,7 @@ ih_err mode_train(ih_cfg *cfg)
                 const double dt = ih_now_s() - t_win;
                 const double ips = dt > 0 ? (double)win_n / dt : 0;
                 last_loss = win_loss / (double)win_n;
-                if (show_bar) printf("\r%*s\r", 100, "");
+                clear_bar(&bar_on);
                 ih_print0("epoch %lld iter %lld/%lld loss %.4f train_top1 %.3f lr %.5f %.0f img/s data_wait %.0f%%\n",
                           (long long)epoch, (long long)b_idx, (long long)ipe, last_loss,
                           (double)win_hit / (double)win_n, lr, ips, dt > 0 ? 100 * t_wait / dt : 0);
@@ -263,12 +270,14 @@ ih_err mode_train(ih_cfg *cfg)
             } else if (show_bar) {
                 const double dt = ih_now_s() - t_win;
                 progress_bar((int)epoch, b_idx, ipe, win_loss / (double)win_n, dt > 0 ? (double)win_n / dt : 0);
+                bar_on = 1;
             }
             if (g_stop_signal || (cfg->max_iters && iter >= cfg->max_iters)) {
                 stopped = 1;
                 break;
             }
         }
+        clear_bar(&bar_on);
         const int epoch_done = !stopped || b_idx == ipe;
         ckpt_meta cm = {.num_classes = ncls, .image_size = cfg->image_size,
                         .epoch = epoch_done ? epoch + 1 : epoch, .batch_in_epoch = epoch_done ? 0 : b_idx,
