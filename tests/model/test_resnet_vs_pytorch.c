@@ -38,11 +38,26 @@ static const void *take(cursor *c, size_t n)
 }
 
 #define GET(c, T) (*(const T *)memcpy_get(c, sizeof(T)))
+/* Copies the next n (<= 16) bytes into an aligned scratch: the file's fields are packed, so
+ * reading them in place would be a misaligned access. Valid until the next call. */
 static const void *memcpy_get(cursor *c, size_t n)
 {
-    static const unsigned char zero[16];
+    static union { unsigned char b[16]; double d; uint64_t u; } scratch;
     const void *p = take(c, n);
-    return p ? p : zero;
+    memset(scratch.b, 0, sizeof scratch.b);
+    if (p) memcpy(scratch.b, p, n);
+    return scratch.b;
+}
+
+/* take() into a fresh malloc'd (so aligned) copy, remembered in owned[] for freeing. */
+static void *take_copy(cursor *c, size_t n, void **owned, int *nowned)
+{
+    const void *p = take(c, n);
+    if (!p) return NULL;
+    void *q = malloc(n ? n : 1);
+    if (q) memcpy(q, p, n);
+    owned[(*nowned)++] = q;
+    return q;
 }
 
 static unsigned char *slurp(const char *path, size_t *len)
@@ -146,13 +161,16 @@ static void check_file(const char *dir, const char *file, double rtol, double at
     }
     size_t nimg = (size_t)batch * size * size * 3, nl = (size_t)batch * classes;
     const uint8_t *images = take(&c, nimg);
-    const int32_t *labels = take(&c, (size_t)batch * 4);
-    const float *params = take(&c, np * 4), *state_in = take(&c, ns * 4);
-    const double *logits = take(&c, nl * 8);
+    /* Arrays are copied out of the packed file so that every access is aligned. */
+    void *owned[7] = {0};
+    int nowned = 0;
+    const int32_t *labels = take_copy(&c, (size_t)batch * 4, owned, &nowned);
+    const float *params = take_copy(&c, np * 4, owned, &nowned), *state_in = take_copy(&c, ns * 4, owned, &nowned);
+    const double *logits = take_copy(&c, nl * 8, owned, &nowned);
     double loss_ref = GET(&c, double);
     int32_t correct_ref = GET(&c, int32_t);
-    const float *grads = take(&c, np * 4), *state_out = take(&c, ns * 4);
-    const double *eval_logits = take(&c, nl * 8);
+    const float *grads = take_copy(&c, np * 4, owned, &nowned), *state_out = take_copy(&c, ns * 4, owned, &nowned);
+    const double *eval_logits = take_copy(&c, nl * 8, owned, &nowned);
     CHECK(!c.bad && c.p == c.end, "%s: truncated or oversized file; regenerate with: %s", path, REGEN);
     if (c.bad || !layout_ok) goto done;
 
@@ -216,6 +234,7 @@ static void check_file(const char *dir, const char *file, double rtol, double at
     free(ev);
     free(evd);
 done:
+    for (int i = 0; i < nowned; i++) free(owned[i]);
     model_net_destroy(m);
     free(buf);
 }
