@@ -7,16 +7,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *env_get(char *const *envp, const char *name)
+static const char *env_get(const char *const *envp, const char *name)
 {
     size_t n = strlen(name);
-    for (char *const *e = envp; e && *e; e++)
+    for (const char *const *e = envp; e && *e; e++)
         if (!strncmp(*e, name, n) && (*e)[n] == '=') return *e + n + 1;
     return NULL;
 }
 
 /* Strict decimal int in [lo, hi]; IH_E_USAGE naming the variable otherwise. */
-static ih_err env_int(char *const *envp, const char *name, int lo, int hi, int *out, int *found)
+static ih_err env_int(const char *const *envp, const char *name, int lo, int hi, int *out, int *found)
 {
     const char *v = env_get(envp, name);
     *found = v != NULL;
@@ -33,7 +33,7 @@ static ih_err env_int(char *const *envp, const char *name, int lo, int hi, int *
 
 /* Reads rank/world/local rank/local world from one launcher's variable names. *hit = 1 when
  * the rank variable is present. */
-static ih_err read_style(char *const *envp, comm_boot_info *b, const char *rank_v,
+static ih_err read_style(const char *const *envp, comm_boot_info *b, const char *rank_v,
                          const char *world_v, const char *local_v, const char *lworld_v, int *hit)
 {
     int f = 0;
@@ -59,7 +59,7 @@ static void first_slurm_host(const char *list, char *out, size_t cap)
     out[o] = 0;
 }
 
-ih_err comm_boot_from_env(comm_boot_info *out, char *const *envp)
+ih_err comm_boot_from_env(comm_boot_info *out, const char *const *envp)
 {
     comm_boot_info b;
     memset(&b, 0, sizeof b);

@@ -28,11 +28,11 @@ typedef struct {
 } comm_boot_info;
 
 /* Parses a launcher environment. `envp` is a NULL-terminated array of "NAME=value" strings
- * (pass `environ` for the real one; tests pass fake ones). A pure function of envp: no
+ * (pass `(const char *const *)environ` for the real one; tests pass fake ones). A pure function of envp: no
  * globals, any thread, never blocks. IH_E_USAGE with a message naming the variable when a
  * value is malformed or inconsistent (rank >= world, world > 1 without MASTER_ADDR under a
  * launcher that cannot supply it). */
-ih_err comm_boot_from_env(comm_boot_info *out, char *const *envp);
+ih_err comm_boot_from_env(comm_boot_info *out, const char *const *envp);
 
 /* Validates a (possibly flag-edited) info. IH_E_USAGE naming the field. */
 ih_err comm_boot_check(const comm_boot_info *b);

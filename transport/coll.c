@@ -147,46 +147,81 @@ static ih_err allreduce_hd(comm_ctx *c, float *buf, size_t n)
 
 /* ---- ring ---- */
 
+/* Posts a send only if the next slot of the send ring is free; never blocks. */
+static ih_err send_try_post(comm_ctx *c, int peer, const void *buf, size_t bytes, int *posted)
+{
+    comm_req *r = &c->sreq[c->nsend_posted % COMM_NSEND];
+    *posted = 0;
+    if (c->nsend_posted >= COMM_NSEND && r->done < r->len) return IH_OK;
+    IH_TRY(comm_fabric_post_send(c->fab, peer, buf, bytes, r));
+    c->nsend_posted++;
+    *posted = 1;
+    return IH_OK;
+}
+
+/* An item is chunk j of the segment received in step t; cursors walk items in order. */
+typedef struct { int t; size_t j; } ring_cur;
+
+/* Moves `cur` onto the next existing item (segments may have no chunks); returns 0 past the
+ * end. Writes the item's place in buf. */
+static int ring_item(const comm_ctx *c, size_t n, ring_cur *cur, int nsteps, size_t *off, size_t *len)
+{
+    int k = c->boot.world, r = c->boot.rank;
+    size_t ce = c->chunk_elems, K = (size_t)k;
+    for (; cur->t < nsteps; cur->t++, cur->j = 0) {
+        size_t s = (size_t)((r - cur->t - 1 + 2 * k) % k), so = blk_off(n, K, s);
+        size_t sl = blk_off(n, K, s + 1) - so;
+        if (cur->j < nchunks(c, sl)) {
+            *off = so + cur->j * ce;
+            *len = sl - cur->j * ce < ce ? sl - cur->j * ce : ce;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static ih_err allreduce_ring(comm_ctx *c, float *buf, size_t n)
 {
     int k = c->boot.world, r = c->boot.rank;
-    int right = (r + 1) % k, left = (r + k - 1) % k;
-    size_t ce = c->chunk_elems, K = (size_t)k;
+    int right = (r + 1) % k, left = (r + k - 1) % k, nsteps = 2 * (k - 1);
+    size_t K = (size_t)k;
     comm_req rq[COMM_NTMP];
     /* step 0 sends our own segment r whole */
     size_t o = blk_off(n, K, (size_t)r);
     IH_TRY(send_post(c, right, buf + o, (blk_off(n, K, (size_t)r + 1) - o) * sizeof(float)));
 
-    /* Items (t, j) = chunk j of the segment received in step t, in order. The poster runs up
-     * to COMM_NTMP items ahead of the consumer. */
-    int nsteps = 2 * (k - 1);
-    int pt = 0, ct = 0;
-    size_t pj = 0, cj = 0, npost = 0, ncons = 0;
-#define SEG(t) ((size_t)((r - (t) - 1 + 2 * k) % k))
+    /* Three cursors over the items: `post` runs up to COMM_NTMP receives ahead of `cons`;
+     * `fwd` follows `cons`, forwarding each consumed item to the right when a send slot is
+     * free. Forwarding must never block here: a rank blocked on a send while it no longer
+     * posts receives deadlocks with a neighbour doing the same. */
+    ring_cur post = {0, 0}, cons = {0, 0}, fwd = {0, 0};
+    size_t npost = 0, ncons = 0, nfwd = 0, off, len;
     for (;;) {
-        /* post ahead */
-        while (pt < nsteps && npost - ncons < COMM_NTMP) {
-            size_t s = SEG(pt), so = blk_off(n, K, s), sl = blk_off(n, K, s + 1) - so;
-            if (pj >= nchunks(c, sl)) { pt++; pj = 0; continue; }
-            size_t len = sl - pj * ce < ce ? sl - pj * ce : ce;
-            void *dst = pt < k - 1 ? (void *)c->tmp[npost % COMM_NTMP] : (void *)(buf + so + pj * ce);
+        while (npost - ncons < COMM_NTMP && ring_item(c, n, &post, nsteps, &off, &len)) {
+            void *dst = post.t < k - 1 ? (void *)c->tmp[npost % COMM_NTMP] : (void *)(buf + off);
             IH_TRY(comm_fabric_post_recv(c->fab, left, dst, len * sizeof(float), &rq[npost % COMM_NTMP]));
             npost++;
-            pj++;
+            post.j++;
+        }
+        while (nfwd < ncons && ring_item(c, n, &fwd, nsteps - 1, &off, &len)) {
+            int ok = 0;
+            IH_TRY(send_try_post(c, right, buf + off, len * sizeof(float), &ok));
+            if (!ok) break;
+            nfwd++;
+            fwd.j++;
         }
         if (ncons == npost) break;
-        /* consume the oldest */
-        size_t s = SEG(ct), so = blk_off(n, K, s), sl = blk_off(n, K, s + 1) - so;
-        if (cj >= nchunks(c, sl)) { ct++; cj = 0; continue; }
-        size_t len = sl - cj * ce < ce ? sl - cj * ce : ce;
-        float *seg = buf + so + cj * ce;
+        ring_item(c, n, &cons, nsteps, &off, &len);
         IH_TRY(comm_fabric_wait(c->fab, &rq[ncons % COMM_NTMP], c->timeout_ms));
-        if (ct < k - 1) comm_reduce_sum_f32(seg, c->tmp[ncons % COMM_NTMP], len);
-        if (ct < nsteps - 1) IH_TRY(send_post(c, right, seg, len * sizeof(float)));
+        if (cons.t < k - 1) comm_reduce_sum_f32(buf + off, c->tmp[ncons % COMM_NTMP], len);
         ncons++;
-        cj++;
+        cons.j++;
     }
-#undef SEG
+    /* every receive is done: what is left to forward can wait for slots */
+    while (ring_item(c, n, &fwd, nsteps - 1, &off, &len)) {
+        IH_TRY(send_post(c, right, buf + off, len * sizeof(float)));
+        fwd.j++;
+    }
     return send_drain(c);
 }
 

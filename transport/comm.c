@@ -105,6 +105,8 @@ void comm_ctx_destroy(comm_ctx *c)
     if (!c) return;
     comm_fabric_destroy(c->fab);
     comm_store_destroy(c->store);
+    if (c->err) /* the others may still need "<ns>/abort" to name the first failure */
+        comm_store_server_linger(c->server, c->timeout_ms < 3000 ? c->timeout_ms : 3000);
     comm_store_server_destroy(c->server);
     for (int i = 0; i < COMM_NTMP; i++) free(c->tmp[i]);
     free(c);

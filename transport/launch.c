@@ -33,7 +33,7 @@ static int dropped(const char *e)
 
 /* Builds a child's environment: ours minus k_drop, plus the rank variables and extra_env.
  * Returns NULL when out of memory. Freed by free_env. */
-static char **build_env(int rank, int nproc, const char *addr, int port, char *const *extra)
+static char **build_env(int rank, int nproc, const char *addr, int port, const char *const *extra)
 {
     size_t n = 0, ne = 0;
     while (environ[n]) n++;
@@ -77,7 +77,7 @@ static int status_code(int st)
 static void signal_all(const pid_t *pids, int nproc, int sig)
 {
     for (int i = 0; i < nproc; i++)
-        if (pids[i] > 0) kill(pids[i], sig);
+        if (pids[i] > 0) kill(pids[i], sig); /* reaped ranks are stored negated */
 }
 
 int comm_launch_local(int nproc, char *const argv[], const comm_launch_opts *opts,
@@ -144,16 +144,23 @@ int comm_launch_local(int nproc, char *const argv[], const comm_launch_opts *opt
         pids[r] = pid;
         alive++;
     }
-    if (rc) { /* partial start: stop what started */
+    if (rc) /* partial start: stop what started */
         signal_all(pids, nproc, SIGTERM);
-        first = -2;
-    }
 
-    uint64_t term_at = 0, kill_at = 0; /* set once a rank failed */
+    /* A rank killed by a signal closes its sockets before it becomes a zombie, so a
+     * neighbour that fails because of it can be reaped first. Failures seen within
+     * SETTLE_NS of the first are therefore collected, and the reported one is the first
+     * killed by a signal (an outside cause: OOM killer, segfault, kill -9), else the first
+     * seen. */
+    const uint64_t SETTLE_NS = 250000000ull;
+    uint64_t settle_at = 0, term_at = 0, kill_at = 0;
+    int first_sig = -1, nfailed = 0, reported = 0;
+    int *st_of = calloc((size_t)nproc, sizeof *st_of);
+    if (!st_of) { signal_all(pids, nproc, SIGTERM); rc = 1; }
     if (rc) term_at = ih_now_ns();
-    while (alive > 0) {
+    while (alive > 0 || (settle_at && !reported)) {
         struct pollfd pf = {.fd = sfd, .events = POLLIN};
-        poll(&pf, 1, 100);
+        poll(&pf, 1, alive > 0 ? 50 : 0);
         struct signalfd_siginfo si;
         while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
             if (si.ssi_signo != SIGCHLD) {
@@ -163,7 +170,7 @@ int comm_launch_local(int nproc, char *const argv[], const comm_launch_opts *opt
                 if (!forwarded) { forwarded = (int)si.ssi_signo; if (!kill_at) kill_at = ih_now_ns() + (uint64_t)(grace * 1e9); }
             }
         }
-        for (int r = 0; r < nproc; r++) {
+        for (int r = 0; r < nproc && st_of; r++) {
             if (pids[r] <= 0) continue;
             int st = 0;
             pid_t w = waitpid(pids[r], &st, WNOHANG);
@@ -171,21 +178,32 @@ int comm_launch_local(int nproc, char *const argv[], const comm_launch_opts *opt
             int code = status_code(st);
             if (res && r < 1024) res->exit_codes[r] = code;
             alive--;
-            if (code != 0 && first == -1) {
-                first = r;
-                rc = code;
-                if (WIFSIGNALED(st))
-                    fprintf(stderr, "launch: rank %d (pid %d) was killed by signal %d (%s); "
-                            "stopping the other %d ranks\n", r, (int)pids[r], WTERMSIG(st),
-                            strsignal(WTERMSIG(st)), alive);
-                else
-                    fprintf(stderr, "launch: rank %d (pid %d) exited with status %d; stopping the "
-                            "other %d ranks\n", r, (int)pids[r], code, alive);
-                term_at = ih_now_ns() + (uint64_t)(grace * 1e9);
+            st_of[r] = st;
+            pids[r] = -pids[r]; /* reaped; keep the pid for the message */
+            if (code != 0 && !reported) {
+                if (first == -1) { first = r; settle_at = ih_now_ns() + SETTLE_NS; }
+                if (WIFSIGNALED(st) && first_sig == -1) first_sig = r;
+                nfailed++;
             }
-            pids[r] = 0;
         }
         uint64_t now = ih_now_ns();
+        if (settle_at && !reported && (now >= settle_at || alive == 0)) {
+            reported = 1;
+            if (first_sig >= 0) first = first_sig;
+            int st = st_of[first];
+            rc = status_code(st);
+            if (WIFSIGNALED(st))
+                fprintf(stderr, "launch: rank %d (pid %d) was killed by signal %d (%s)", first,
+                        (int)-pids[first], WTERMSIG(st), strsignal(WTERMSIG(st)));
+            else
+                fprintf(stderr, "launch: rank %d (pid %d) exited with status %d", first, (int)-pids[first], rc);
+            if (alive) fprintf(stderr, "; stopping the other %d ranks", alive);
+            if (nfailed > 1)
+                fprintf(stderr, " (%d more ranks failed within %.2f s, most likely as a consequence)",
+                        nfailed - 1, (double)SETTLE_NS / 1e9);
+            fprintf(stderr, "\n");
+            term_at = now + (uint64_t)(grace * 1e9);
+        }
         if (term_at && now >= term_at && alive > 0) {
             fprintf(stderr, "launch: %d ranks still running %.0f s after the first failure; "
                     "sending SIGTERM\n", alive, grace);
@@ -198,6 +216,7 @@ int comm_launch_local(int nproc, char *const argv[], const comm_launch_opts *opt
             kill_at = 0;
         }
     }
+    free(st_of);
     if (rc == 0 && forwarded) rc = 128 + forwarded;
 out:
     if (res) res->first_failed_rank = first >= 0 ? first : -1;

@@ -5,7 +5,8 @@
  * here unless given), and loses the MPI/PMI/Slurm rank variables that would take precedence
  * (see boot.h). SIGINT/SIGTERM/SIGHUP received by the launcher are forwarded to every child.
  * When a rank fails (non-zero exit or a signal) the launcher prints one line naming the rank,
- * its pid and its exit status, gives the others `grace_s` to exit on their own (they fail
+ * its pid and its exit status (of the failures within 0.25 s of the first, the first killed
+ * by a signal: its neighbours fail a moment later because of it, and may be reaped first), gives the others `grace_s` to exit on their own (they fail
  * within their communicator timeout, naming the lost rank), then sends SIGTERM, and SIGKILL
  * after another grace period.
  */
@@ -16,7 +17,7 @@ typedef struct {
     const char *master_addr; /* NULL: 127.0.0.1 */
     int master_port;         /* 0: pick a free port */
     double grace_s;          /* 0: 10 s */
-    char *const *extra_env;  /* optional NULL-terminated "NAME=value" list set in every child */
+    const char *const *extra_env; /* optional NULL-terminated "NAME=value" list set in every child */
 } comm_launch_opts;
 
 typedef struct {

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,7 @@ struct comm_store_server {
     size_t nkv, capkv;
     int clients[MAX_CLIENTS];
     int nclients;
+    atomic_int nclients_pub; /* nclients, published for comm_store_server_linger */
     unsigned char val[COMM_STORE_MAX_VAL]; /* request value being served */
 };
 
@@ -155,6 +157,7 @@ static void *server_main(void *arg)
                 s->clients[i] = s->clients[--s->nclients];
             }
         }
+        atomic_store(&s->nclients_pub, s->nclients);
     }
     free(pf);
     return NULL;
@@ -183,6 +186,16 @@ fail:
 }
 
 int comm_store_server_port(const comm_store_server *s) { return s->port; }
+
+void comm_store_server_linger(comm_store_server *s, int64_t max_ms)
+{
+    if (!s) return;
+    uint64_t end = ih_now_ns() + (uint64_t)max_ms * 1000000ull;
+    while (atomic_load(&s->nclients_pub) > 0 && ih_now_ns() < end) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
 
 void comm_store_server_destroy(comm_store_server *s)
 {

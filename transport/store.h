@@ -43,6 +43,10 @@ typedef struct comm_store comm_store;
  * owns its thread and sockets until destroy. Any thread. */
 ih_err comm_store_server_create(comm_store_server **out, const char *host, int port);
 int comm_store_server_port(const comm_store_server *s);
+/* Blocks until no client is connected (every rank closed its store client, normally by
+ * exiting) or max_ms passed. Rank 0 calls it before tearing the store down after a failure,
+ * so that the other ranks can still read the job's first failure from it. */
+void comm_store_server_linger(comm_store_server *s, int64_t max_ms);
 /* Stops the thread (flag, wake, join) and closes every client. NULL-safe. */
 void comm_store_server_destroy(comm_store_server *s);
 

@@ -19,6 +19,7 @@ typedef struct tp_rank {
     const char *ns;
     int64_t timeout_ms;
     size_t chunk_bytes;
+    int sockbuf;        /* 0 = the library default */
     void *user;
     int fails;          /* failed checks in this rank */
     char msg[3000];     /* the first failure, or the error text a test wants to inspect */
@@ -51,6 +52,7 @@ static inline ih_err tp_ctx_create(tp_rank *r, comm_ctx **out)
     o.no_store_server = 1;
     o.timeout_ms = r->timeout_ms;
     o.chunk_bytes = r->chunk_bytes;
+    o.sockbuf = r->sockbuf;
     o.ns = r->ns;
     return comm_ctx_create(out, &b, &o);
 }
@@ -68,7 +70,7 @@ static inline void *tp_thread_main(void *p)
  * prints each one's first message). ranks[] (k entries) is filled in and kept for the caller
  * to inspect. */
 static inline int tp_run(int k, tp_rank *ranks, tp_body body, void *user, int64_t timeout_ms,
-                         size_t chunk_bytes, const char *ns)
+                         size_t chunk_bytes, int sockbuf, const char *ns)
 {
     comm_store_server *srv = NULL;
     if (comm_store_server_create(&srv, "127.0.0.1", 0) != IH_OK) {
@@ -86,6 +88,7 @@ static inline int tp_run(int k, tp_rank *ranks, tp_body body, void *user, int64_
         ranks[i].ns = ns;
         ranks[i].timeout_ms = timeout_ms;
         ranks[i].chunk_bytes = chunk_bytes;
+        ranks[i].sockbuf = sockbuf;
         ranks[i].user = user;
         args[i] = (tp_thread_arg){&ranks[i], body};
         char name[16];

@@ -5,7 +5,8 @@
  * threads over the tcp fabric on 127.0.0.1, each case run twice on the same communicator
  * with different data (catches state left over between calls). Inputs are small integers,
  * so every summation order gives the same float and the check is memcmp. A 16 KiB chunk makes
- * the larger sizes cross many chunks.
+ * the larger sizes cross many chunks, and 64 KiB socket buffers make senders block on full
+ * sockets, which is where a ring that stops receiving while it waits to send deadlocks.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -66,7 +67,7 @@ int main(int argc, char **argv)
     tp_rank ranks[64];
     for (int k = kmin; k <= kmax; k++) {
         double t0 = ih_now_s();
-        int bad = tp_run(k, ranks, body, NULL, 30000, 16 << 10, "grid");
+        int bad = tp_run(k, ranks, body, NULL, 30000, 16 << 10, 64 << 10, "grid");
         CHECK(bad == 0, "k=%d: %d ranks saw a wrong result or an error", k, bad);
         printf("k=%d: %s (%.2f s)\n", k, bad ? "FAIL" : "exact", ih_now_s() - t0);
     }
