@@ -34,12 +34,18 @@ void ih_cfg_defaults(ih_cfg *c)
     c->log_every = 20;
     c->progress = -1;
     c->world = 1;
+    c->accumulate = 1;
+    c->bucket_mb = 25;
+    c->first_bucket_mb = 1;
+    snprintf(c->algo, sizeof c->algo, "auto");
+    c->profile_iters = 20;
 }
 
 void ih_cfg_usage(FILE *f, const char *prog)
 {
     fprintf(f,
-        "usage: %s [--mode train|eval] --train LMDB --val LMDB [options]\n"
+        "usage: %s [--mode train|eval|profile] --train LMDB --val LMDB [options]\n"
+        "       %s --nproc N [options]      (N local workers; also runs under mpirun / srun)\n"
         "\n"
         "Trains a ResNet with the recipe of Goyal et al. 2017 (linear scaling, gradual warmup,\n"
         "per-worker BN, zero-init last BN gamma, momentum correction, loss / (k*n)).\n"
@@ -68,18 +74,29 @@ void ih_cfg_usage(FILE *f, const char *prog)
         "  --no-nesterov           plain momentum instead of Nesterov\n"
         "  --no-momentum-correction\n"
         "  --seed N                (1)\n"
+        "data parallelism (k workers; lr and loss scale use the global batch k*V*n):\n"
+        "  --nproc N               start N workers on this machine (mpirun/srun need no flag)\n"
+        "  --accumulate V          V virtual workers per worker: V sub-batches of n, each with\n"
+        "                          its own BN statistics, gradients summed (1)\n"
+        "  --bucket-mb F           gradient bucket size for the allreduce (25)\n"
+        "  --first-bucket-mb F     the first bucket, ready earliest in backward (1)\n"
+        "  --algo auto|hd|ring     allreduce algorithm (auto)\n"
+        "  --comm-timeout S        seconds any collective may wait for a peer (300)\n"
         "run control:\n"
-        "  --mode train|eval       (train)\n"
+        "  --mode train|eval|profile (train)\n"
         "  -o, --out-dir DIR       checkpoints, config.txt, metrics.jsonl (run)\n"
         "  --resume PATH|auto      resume from a checkpoint (auto: OUT-DIR/checkpoint.bin if present)\n"
         "  --checkpoint PATH       eval mode: the checkpoint to evaluate\n"
         "  --log-every N           iterations between log lines (20)\n"
         "  --max-iters N           stop after N iterations in total (0: no limit)\n"
+        "  --ckpt-every N          also checkpoint every N iterations (0: epoch ends only)\n"
+        "  --profile-iters N       profile mode: measured iterations (20)\n"
+        "  --trace FILE            profile mode: write a Chrome trace-event JSON (Perfetto)\n"
         "  --progress / --no-progress   progress bar (default: when stdout is a TTY)\n"
         "  -h, --help\n"
         "\n"
         "debug environment: IH_DEBUG=WARN|INFO|TRACE, IH_DEBUG_SUBSYS=PIPE,MODEL,..., IH_DEBUG_FILE=path\n",
-        prog);
+        prog, prog);
 }
 
 static ih_err parse_int(const char *flag, const char *s, long lo, long hi, long *out)
@@ -114,7 +131,8 @@ static ih_err copy_str(const char *flag, char *dst, size_t cap, const char *s)
 enum {
     O_TRAIN = 1000, O_VAL, O_THREADS, O_IMAGE, O_RESIZE, O_MINS, O_MAXS, O_ARCH, O_BACKEND,
     O_NCLS, O_LR, O_WARM, O_SCHED, O_DECAY, O_MOM, O_WD, O_NONEST, O_NOMC, O_SEED, O_MODE,
-    O_RESUME, O_CKPT, O_LOGEVERY, O_MAXIT, O_PROG, O_NOPROG
+    O_RESUME, O_CKPT, O_LOGEVERY, O_MAXIT, O_PROG, O_NOPROG, O_NPROC, O_ACCUM, O_BUCKET, O_FBUCKET,
+    O_ALGO, O_CTIMEOUT, O_CKEVERY, O_PITERS, O_TRACE
 };
 
 ih_err ih_cfg_parse(ih_cfg *c, int argc, char **argv, int *help_printed)
@@ -135,6 +153,11 @@ ih_err ih_cfg_parse(ih_cfg *c, int argc, char **argv, int *help_printed)
         {"checkpoint", required_argument, 0, O_CKPT},   {"log-every", required_argument, 0, O_LOGEVERY},
         {"max-iters", required_argument, 0, O_MAXIT},   {"progress", no_argument, 0, O_PROG},
         {"no-progress", no_argument, 0, O_NOPROG},      {"help", no_argument, 0, 'h'},
+        {"nproc", required_argument, 0, O_NPROC},       {"accumulate", required_argument, 0, O_ACCUM},
+        {"bucket-mb", required_argument, 0, O_BUCKET},  {"first-bucket-mb", required_argument, 0, O_FBUCKET},
+        {"algo", required_argument, 0, O_ALGO},         {"comm-timeout", required_argument, 0, O_CTIMEOUT},
+        {"ckpt-every", required_argument, 0, O_CKEVERY}, {"profile-iters", required_argument, 0, O_PITERS},
+        {"trace", required_argument, 0, O_TRACE},
         {0, 0, 0, 0}};
     *help_printed = 0;
     optind = 1;
@@ -188,7 +211,8 @@ ih_err ih_cfg_parse(ih_cfg *c, int argc, char **argv, int *help_printed)
         case O_MODE:
             if (!strcmp(a, "train")) c->mode = IH_MODE_TRAIN;
             else if (!strcmp(a, "eval")) c->mode = IH_MODE_EVAL;
-            else return ih_fail(IH_E_USAGE, "--mode: '%s' is not one of train, eval", a);
+            else if (!strcmp(a, "profile")) c->mode = IH_MODE_PROFILE;
+            else return ih_fail(IH_E_USAGE, "--mode: '%s' is not one of train, eval, profile", a);
             break;
         case 'o': IH_TRY(copy_str("out-dir", c->out_dir, sizeof c->out_dir, a)); break;
         case O_RESUME: IH_TRY(copy_str("resume", c->resume, sizeof c->resume, a)); break;
@@ -197,6 +221,19 @@ ih_err ih_cfg_parse(ih_cfg *c, int argc, char **argv, int *help_printed)
         case O_MAXIT: IH_TRY(parse_int("max-iters", a, 0, 0x7fffffffL, &iv)); c->max_iters = iv; break;
         case O_PROG: c->progress = 1; break;
         case O_NOPROG: c->progress = 0; break;
+        case O_NPROC: IH_TRY(parse_int("nproc", a, 1, 1024, &iv)); c->nproc = (int)iv; break;
+        case O_ACCUM: IH_TRY(parse_int("accumulate", a, 1, 4096, &iv)); c->accumulate = (int)iv; break;
+        case O_BUCKET: IH_TRY(parse_dbl("bucket-mb", a, 0.001, 4096, &dv)); c->bucket_mb = dv; break;
+        case O_FBUCKET: IH_TRY(parse_dbl("first-bucket-mb", a, 0.001, 4096, &dv)); c->first_bucket_mb = dv; break;
+        case O_ALGO:
+            if (strcmp(a, "auto") && strcmp(a, "hd") && strcmp(a, "ring"))
+                return ih_fail(IH_E_USAGE, "--algo: '%s' is not one of auto, hd, ring", a);
+            IH_TRY(copy_str("algo", c->algo, sizeof c->algo, a));
+            break;
+        case O_CTIMEOUT: IH_TRY(parse_dbl("comm-timeout", a, 0.1, 1e6, &dv)); c->comm_timeout_s = dv; break;
+        case O_CKEVERY: IH_TRY(parse_int("ckpt-every", a, 0, 0x7fffffffL, &iv)); c->ckpt_every = iv; break;
+        case O_PITERS: IH_TRY(parse_int("profile-iters", a, 1, 100000, &iv)); c->profile_iters = (int)iv; break;
+        case O_TRACE: IH_TRY(copy_str("trace", c->trace, sizeof c->trace, a)); break;
         case 'h': ih_cfg_usage(stdout, argv[0]); *help_printed = 1; return IH_OK;
         case ':': return ih_fail(IH_E_USAGE, "option '%s' needs a value (see --help)", argv[optind - 1]);
         default: return ih_fail(IH_E_USAGE, "unknown option '%s' (see --help)", argv[optind - 1]);
@@ -208,8 +245,8 @@ ih_err ih_cfg_parse(ih_cfg *c, int argc, char **argv, int *help_printed)
 
 ih_err ih_cfg_derive(ih_cfg *c)
 {
-    if (c->mode == IH_MODE_TRAIN && !c->train_lmdb[0])
-        return ih_fail(IH_E_USAGE, "--train LMDB is required in train mode (make one with tools/make_lmdb)");
+    if (c->mode != IH_MODE_EVAL && !c->train_lmdb[0])
+        return ih_fail(IH_E_USAGE, "--train LMDB is required in train and profile mode (make one with tools/make_lmdb)");
     if (c->mode == IH_MODE_EVAL && (!c->val_lmdb[0] || !c->checkpoint[0]))
         return ih_fail(IH_E_USAGE, "eval mode needs --val LMDB and --checkpoint PATH");
     if (c->min_scale > c->max_scale)
@@ -225,7 +262,7 @@ void ih_cfg_print(const ih_cfg *c, FILE *f)
     char decay[96] = "";
     for (int i = 0, o = 0; i < 8 && c->decay_epochs[i]; i++)
         o += snprintf(decay + o, sizeof decay - (size_t)o, "%s%d", i ? "," : "", c->decay_epochs[i]);
-    const long gb = (long)c->batch * c->world;
+    const long gb = (long)c->batch * c->world * c->accumulate;
     fprintf(f, "# %-22s %s\n", "setting", "value");
     fprintf(f, "  %-22s %s\n", "mode", c->mode == IH_MODE_TRAIN ? "train" : c->mode == IH_MODE_EVAL ? "eval" : "profile");
     fprintf(f, "  %-22s %s\n", "train", c->train_lmdb[0] ? c->train_lmdb : "-");
@@ -235,7 +272,8 @@ void ih_cfg_print(const ih_cfg *c, FILE *f)
     fprintf(f, "  %-22s %d\n", "resize (eval)", c->resize);
     fprintf(f, "  %-22s %.3g..%.3g\n", "crop scale", c->min_scale, c->max_scale);
     fprintf(f, "  %-22s %d\n", "decode threads", c->threads);
-    fprintf(f, "  %-22s %d x %d workers = %ld\n", "batch n x k", c->batch, c->world, gb);
+    fprintf(f, "  %-22s %d x %d workers x %d virtual = %ld\n", "batch n x k x V", c->batch, c->world, c->accumulate, gb);
+    fprintf(f, "  %-22s %g MB first, then %g MB (%s)\n", "allreduce buckets", c->first_bucket_mb, c->bucket_mb, c->algo);
     fprintf(f, "  %-22s %d\n", "epochs", c->epochs);
     fprintf(f, "  %-22s %g\n", "base lr (per 256)", c->base_lr);
     fprintf(f, "  %-22s %g  (derived: base*%ld/256)\n", "lr after warmup", c->base_lr * (double)gb / 256.0, gb);
@@ -246,5 +284,6 @@ void ih_cfg_print(const ih_cfg *c, FILE *f)
     fprintf(f, "  %-22s %g (not on BN, bias)\n", "weight decay", c->weight_decay);
     fprintf(f, "  %-22s %llu\n", "seed", (unsigned long long)c->seed);
     fprintf(f, "  %-22s %s\n", "out-dir", c->out_dir);
+    if (c->ckpt_every) fprintf(f, "  %-22s every %lld iterations and at epoch ends\n", "checkpoints", (long long)c->ckpt_every);
     if (c->resume[0]) fprintf(f, "  %-22s %s\n", "resume", c->resume);
 }

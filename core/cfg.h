@@ -46,8 +46,20 @@ typedef struct {
     int log_every;        /* iterations between log lines */
     int64_t max_iters;    /* stop after this many iterations in total (0: no limit; for tests) */
     int progress;         /* -1 auto (TTY), 0 off, 1 on */
+    int64_t ckpt_every;   /* also checkpoint every N iterations (0: only at epoch end) */
+    /* data parallelism (Goyal et al. 2017, sec. 3-4) */
+    int nproc;            /* --nproc N: start N local workers (0: this process is one worker) */
+    int accumulate;       /* V virtual workers per worker: V sub-batches of n per step (1) */
+    double bucket_mb;     /* gradient bucket size after the first (25) */
+    double first_bucket_mb; /* the first bucket, complete earliest in backward (1) */
+    char algo[8];         /* allreduce algorithm: auto | hd | ring */
+    double comm_timeout_s;/* every collective wait (0: IH_COMM_TIMEOUT_S or 300) */
+    /* profile mode */
+    int profile_iters;    /* measured iterations (after 3 warm-up ones) */
+    char trace[1024];     /* Chrome trace-event JSON file ("" none) */
     /* derived (filled by ih_cfg_derive) */
-    int world;            /* k workers */
+    int world;            /* k workers (from the launcher's environment) */
+    int rank;             /* this worker */
 } ih_cfg;
 
 /* Built-in defaults (the paper's recipe for ResNet-50 on ImageNet). */

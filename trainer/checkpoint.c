@@ -23,7 +23,8 @@ typedef struct {
     uint64_t seed;
     uint64_t n_params, n_state, n_momentum;
     uint64_t checksum;
-    uint8_t pad[32];
+    int32_t world, accumulate, batch; /* zero in older files (the space was padding) */
+    uint8_t pad[20];
 } ckpt_header;
 _Static_assert(sizeof(ckpt_header) == 160, "checkpoint header is 160 bytes on disk");
 
@@ -77,6 +78,9 @@ ih_err ckpt_save(const char *path, const ckpt_meta *m, const float *params, cons
     h.n_params = m->n_params;
     h.n_state = m->n_state;
     h.n_momentum = m->n_momentum;
+    h.world = m->world;
+    h.accumulate = m->accumulate;
+    h.batch = m->batch;
     h.checksum = payload_sum(params, m->n_params, state, m->n_state, momentum, m->n_momentum);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return ih_fail(IH_E_SYS, "cannot create checkpoint %s: %s", tmp, strerror(errno));
@@ -131,6 +135,9 @@ ih_err ckpt_read_meta(const char *path, ckpt_meta *m)
     m->n_params = h.n_params;
     m->n_state = h.n_state;
     m->n_momentum = h.n_momentum;
+    m->world = h.world;
+    m->accumulate = h.accumulate;
+    m->batch = h.batch;
     return IH_OK;
 }
 
@@ -160,4 +167,46 @@ ih_err ckpt_load(const char *path, const ckpt_meta *m, float *params, float *sta
     if (!ok) return ih_fail(IH_E_DATA, "%s is truncated; use an earlier checkpoint", path);
     if (sum != h.checksum) return ih_fail(IH_E_DATA, "%s is corrupt (checksum mismatch); use an earlier checkpoint", path);
     return IH_OK;
+}
+
+ih_err ckpt_save_safetensors(const char *path, const ckpt_tensor *t, size_t n)
+{
+    /* Header: {"name":{"dtype":"F32","shape":[..],"data_offsets":[b,e]},...}, padded with
+     * spaces to a multiple of 8 bytes as the format recommends. */
+    size_t cap = 256 + n * 256, len = 0, off = 0;
+    char *hdr = malloc(cap);
+    if (!hdr) return ih_fail(IH_E_SYS, "out of memory (safetensors header)");
+    len += (size_t)snprintf(hdr + len, cap - len, "{\"__metadata__\":{\"format\":\"pt\"}");
+    for (size_t i = 0; i < n; i++) {
+        if (strlen(t[i].name) > 160) { free(hdr); return ih_fail(IH_E_INTERNAL, "tensor name too long: %s", t[i].name); }
+        len += (size_t)snprintf(hdr + len, cap - len, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[", t[i].name);
+        for (int d = 0; d < 4 && t[i].shape[d]; d++)
+            len += (size_t)snprintf(hdr + len, cap - len, "%s%lld", d ? "," : "", (long long)t[i].shape[d]);
+        len += (size_t)snprintf(hdr + len, cap - len, "],\"data_offsets\":[%zu,%zu]}", off, off + t[i].count * sizeof(float));
+        off += t[i].count * sizeof(float);
+    }
+    len += (size_t)snprintf(hdr + len, cap - len, "}");
+    while (len % 8) hdr[len++] = ' ';
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) { free(hdr); return ih_fail(IH_E_SYS, "cannot create %s: %s", tmp, strerror(errno)); }
+    ih_err e;
+    uint64_t hl = len;
+    unsigned char le[8];
+    for (int i = 0; i < 8; i++) le[i] = (unsigned char)(hl >> (8 * i));
+    IH_TRY_GOTO(write_all(fd, le, 8, tmp), e, fail);
+    IH_TRY_GOTO(write_all(fd, hdr, len, tmp), e, fail);
+    for (size_t i = 0; i < n; i++) IH_TRY_GOTO(write_all(fd, t[i].data, t[i].count * sizeof(float), tmp), e, fail);
+    if (fsync(fd)) { e = ih_fail(IH_E_SYS, "fsync %s: %s", tmp, strerror(errno)); goto fail; }
+    if (close(fd)) { fd = -1; e = ih_fail(IH_E_SYS, "close %s: %s", tmp, strerror(errno)); goto fail; }
+    fd = -1;
+    if (rename(tmp, path)) { e = ih_fail(IH_E_SYS, "rename %s -> %s: %s", tmp, path, strerror(errno)); goto fail; }
+    free(hdr);
+    return IH_OK;
+fail:
+    if (fd >= 0) close(fd);
+    unlink(tmp);
+    free(hdr);
+    return e;
 }

@@ -41,9 +41,10 @@ ih_err mode_eval(ih_cfg *cfg)
                     pipe_loader_num_classes(val) - 1, cfg->checkpoint, cm.num_classes);
         goto out;
     }
-    double t0 = ih_now_s(), top1, top5;
+    double t0 = ih_now_s(), h1, h5;
     int64_t cnt;
-    IH_TRY_GOTO(eval_top1_top5(m, val, cm.num_classes, &top1, &top5, &cnt), e, out);
+    IH_TRY_GOTO(eval_hits(m, val, cm.num_classes, &h1, &h5, &cnt), e, out);
+    const double top1 = cnt ? h1 / (double)cnt : 0, top5 = cnt ? h5 / (double)cnt : 0;
     ih_print0("RESULT top1=%.4f top5=%.4f images=%lld seconds=%.1f\n", top1, top5, (long long)cnt, ih_now_s() - t0);
 out:
     model_net_destroy(m);

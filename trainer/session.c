@@ -1,0 +1,300 @@
+/* trainer/session.c — see session.h. */
+#define _GNU_SOURCE
+#include "trainer/session.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "model/graph.h"
+#include "trainer/checkpoint.h"
+#include "trainer/modes.h"
+
+static ih_err mkdir_p(const char *path)
+{
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, 0755) && errno != EEXIST)
+            return ih_fail(IH_E_USAGE, "cannot create directory %s: %s", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) && errno != EEXIST)
+        return ih_fail(IH_E_USAGE, "cannot create output directory %s: %s", buf, strerror(errno));
+    return IH_OK;
+}
+
+/* What rank 0 found when it looked for a checkpoint; broadcast so every rank agrees. */
+typedef struct {
+    int32_t status;  /* 0 ok, 1 rank 0 failed (its message says why) */
+    int32_t resumed;
+    ckpt_meta meta;
+} resume_info;
+
+static ih_err resume_rank0(session *s, resume_info *ri)
+{
+    ih_cfg *cfg = s->cfg;
+    const char *rp = strcmp(cfg->resume, "auto") ? cfg->resume : s->ckpt_path;
+    if (!strcmp(cfg->resume, "auto") && access(rp, F_OK)) {
+        ih_print0("no checkpoint at %s: starting from scratch\n", rp);
+        return IH_OK;
+    }
+    ckpt_meta cm;
+    IH_TRY(ckpt_read_meta(rp, &cm));
+    if (strcmp(cm.arch, cfg->arch) || cm.num_classes != s->ncls || cm.image_size != cfg->image_size)
+        return ih_fail(IH_E_USAGE, "checkpoint %s is for %s, %d classes, %dpx; this run is %s, %d classes, %dpx",
+                       rp, cm.arch, cm.num_classes, cm.image_size, cfg->arch, s->ncls, cfg->image_size);
+    if (cm.seed != cfg->seed)
+        IH_WARN("checkpoint %s was trained with --seed %llu, resuming with --seed %llu: the data order changes",
+                rp, (unsigned long long)cm.seed, (unsigned long long)cfg->seed);
+    if (cm.world && (cm.world * cm.accumulate * cm.batch != s->world * s->V * cfg->batch))
+        IH_WARN("checkpoint %s was written by a run with global batch %d (k=%d x V=%d x n=%d); this run's is %d: "
+                "its position in the epoch is kept as a batch index, so the data order changes",
+                rp, cm.world * cm.accumulate * cm.batch, cm.world, cm.accumulate, cm.batch, s->world * s->V * cfg->batch);
+    if (cm.n_momentum != model_num_params(s->m))
+        return ih_fail(IH_E_DATA, "checkpoint %s has no optimizer state; it cannot be resumed", rp);
+    IH_TRY(ckpt_load(rp, &cm, model_params(s->m), model_state(s->m), optim_sgd_momentum(s->opt)));
+    ri->resumed = 1;
+    ri->meta = cm;
+    ih_print0("resumed from %s: epoch %lld, batch %lld, iteration %lld\n", rp, (long long)cm.epoch,
+              (long long)cm.batch_in_epoch, (long long)cm.iter);
+    return IH_OK;
+}
+
+ih_err session_open(session *s, ih_cfg *cfg, comm_ctx *comm)
+{
+    ih_err e = IH_OK;
+    memset(s, 0, sizeof *s);
+    s->cfg = cfg;
+    s->comm = comm;
+    s->rank = cfg->rank;
+    s->world = cfg->world;
+    s->V = cfg->accumulate;
+    if (s->rank == 0) IH_TRY(mkdir_p(cfg->out_dir));
+
+    pipe_cfg pc;
+    pipe_cfg_defaults(&pc);
+    pc.lmdb_path = cfg->train_lmdb;
+    pc.batch = cfg->batch * s->V;
+    pc.threads = cfg->threads;
+    pc.crop = cfg->image_size;
+    pc.resize = cfg->resize;
+    pc.train = 1;
+    pc.min_scale = cfg->min_scale;
+    pc.max_scale = cfg->max_scale;
+    pc.seed = cfg->seed;
+    pc.rank = s->rank;
+    pc.world = s->world;
+    IH_TRY(pipe_loader_create(&s->train, &pc));
+    if (pipe_loader_batches_per_epoch(s->train) < 1)
+        return ih_fail(IH_E_USAGE, "%s has %lld records, fewer than one global batch of %d (k=%d x V=%d x n=%d); "
+                       "lower --batch-size", cfg->train_lmdb, (long long)pipe_loader_num_records(s->train),
+                       cfg->batch * s->world * s->V, s->world, s->V, cfg->batch);
+    if (cfg->val_lmdb[0]) {
+        pipe_cfg vc = pc;
+        vc.lmdb_path = cfg->val_lmdb;
+        vc.batch = cfg->batch;
+        vc.train = 0;
+        IH_TRY(pipe_loader_create(&s->val, &vc));
+    }
+    int ncls = cfg->num_classes;
+    const int ntr = pipe_loader_num_classes(s->train), nva = s->val ? pipe_loader_num_classes(s->val) : 0;
+    if (!ncls) {
+        ncls = ntr > nva ? ntr : nva;
+    } else if (ntr > ncls || nva > ncls) {
+        return ih_fail(IH_E_USAGE, "--num-classes %d, but the data has labels up to %d", ncls, (ntr > nva ? ntr : nva) - 1);
+    }
+    s->ncls = ncls;
+
+    model_cfg mc = {.arch = cfg->arch, .num_classes = ncls, .image_size = cfg->image_size,
+                    .max_batch = cfg->batch, .backend = strcmp(cfg->backend, "cuda") ? MODEL_BACKEND_CPU : MODEL_BACKEND_CUDA,
+                    .bn_momentum = 0.1f, .bn_eps = 1e-5f};
+    IH_TRY(model_net_create(&s->m, &mc));
+    model_init_params(s->m, cfg->seed);
+
+    const model_param_seg *segs;
+    size_t nseg = model_param_segments(s->m, &segs);
+    s->osegs = calloc(nseg, sizeof *s->osegs);
+    if (!s->osegs) return ih_fail(IH_E_SYS, "out of memory");
+    for (size_t i = 0; i < nseg; i++) s->osegs[i] = (optim_seg){segs[i].offset, segs[i].count, segs[i].no_decay};
+    optim_sgd_cfg oc = {.momentum = (float)cfg->momentum, .weight_decay = (float)cfg->weight_decay,
+                        .nesterov = cfg->nesterov, .momentum_correction = cfg->momentum_correction};
+    IH_TRY(optim_sgd_create(&s->opt, model_num_params(s->m), s->osegs, nseg, &oc));
+
+    comm_algo algo = COMM_ALGO_AUTO;
+    IH_TRY(comm_algo_parse(cfg->algo, &algo));
+    dp_opts dopt = {.image_bytes = (size_t)cfg->image_size * (size_t)cfg->image_size * 3,
+                    .first_bucket_mb = cfg->first_bucket_mb, .bucket_mb = cfg->bucket_mb, .algo = algo,
+                    .record_trace = cfg->mode == IH_MODE_PROFILE};
+    IH_TRY(dp_create(&s->dp, comm, s->m, &dopt));
+
+    s->ipe = pipe_loader_batches_per_epoch(s->train);
+    s->loss_scale = 1.0f / (float)((int64_t)cfg->batch * s->world * s->V);
+    s->sched = (optim_sched){.base_lr = cfg->base_lr, .global_batch = (int64_t)cfg->batch * s->world * s->V,
+                             .iters_per_epoch = s->ipe, .warmup_epochs = cfg->warmup_epochs, .epochs = cfg->epochs,
+                             .kind = strcmp(cfg->schedule, "cosine") ? OPTIM_SCHED_STEP : OPTIM_SCHED_COSINE,
+                             .decay_factor = 0.1};
+    memcpy(s->sched.decay_epochs, cfg->decay_epochs, sizeof s->sched.decay_epochs);
+    snprintf(s->ckpt_path, sizeof s->ckpt_path, "%s/checkpoint.bin", cfg->out_dir);
+
+    /* Resume on rank 0, then make every rank start from rank 0's state. */
+    resume_info ri;
+    memset(&ri, 0, sizeof ri);
+    ih_err re = IH_OK;
+    if (cfg->resume[0] && s->rank == 0 && cfg->mode == IH_MODE_TRAIN) {
+        re = resume_rank0(s, &ri);
+        if (re) ri.status = 1;
+    }
+    if (s->world > 1) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", ih_last_error());
+        IH_TRY(dp_broadcast(s->dp, &ri, sizeof ri, 0));
+        if (re) return ih_fail(re, "%s", msg);
+        if (ri.status) return ih_fail(IH_E_REMOTE, "rank 0 could not resume from a checkpoint (its message says why)");
+        double prev = optim_sgd_prev_lr(s->opt);
+        if (ri.resumed) prev = ri.meta.prev_lr;
+        IH_TRY(dp_broadcast(s->dp, model_params(s->m), model_num_params(s->m) * sizeof(float), 0));
+        IH_TRY(dp_broadcast(s->dp, model_state(s->m), model_num_state(s->m) * sizeof(float), 0));
+        IH_TRY(dp_broadcast(s->dp, optim_sgd_momentum(s->opt), model_num_params(s->m) * sizeof(float), 0));
+        IH_TRY(dp_broadcast(s->dp, &prev, sizeof prev, 0));
+        if (ri.resumed) optim_sgd_set_prev_lr(s->opt, prev);
+    } else if (re) {
+        return re;
+    } else if (ri.resumed) {
+        optim_sgd_set_prev_lr(s->opt, ri.meta.prev_lr);
+    }
+    if (ri.resumed) {
+        s->epoch0 = ri.meta.epoch;
+        s->batch0 = ri.meta.batch_in_epoch;
+        s->iter0 = ri.meta.iter;
+    }
+    return e;
+}
+
+void session_close(session *s)
+{
+    dp_destroy(s->dp);
+    optim_sgd_destroy(s->opt);
+    free(s->osegs);
+    model_net_destroy(s->m);
+    pipe_loader_destroy(s->val);
+    pipe_loader_destroy(s->train);
+    memset(s, 0, sizeof *s);
+}
+
+ih_err session_sync_bn(session *s)
+{
+    if (s->world == 1) return IH_OK;
+    float *st = model_state(s->m);
+    const size_t n = model_num_state(s->m);
+    IH_TRY(dp_allreduce(s->dp, st, n));
+    const float inv = 1.0f / (float)s->world;
+    for (size_t i = 0; i < n; i++) st[i] *= inv;
+    return IH_OK;
+}
+
+ih_err session_checkpoint(session *s, int64_t epoch, int64_t batch_in_epoch, int64_t iter)
+{
+    IH_TRY(session_sync_bn(s));
+    if (s->rank != 0) return IH_OK;
+    ckpt_meta cm = {.num_classes = s->ncls, .image_size = s->cfg->image_size, .epoch = epoch,
+                    .batch_in_epoch = batch_in_epoch, .iter = iter, .prev_lr = optim_sgd_prev_lr(s->opt),
+                    .seed = s->cfg->seed, .n_params = model_num_params(s->m), .n_state = model_num_state(s->m),
+                    .n_momentum = model_num_params(s->m), .world = s->world, .accumulate = s->V,
+                    .batch = s->cfg->batch};
+    snprintf(cm.arch, sizeof cm.arch, "%s", s->cfg->arch);
+    IH_TRY(ckpt_save(s->ckpt_path, &cm, model_params(s->m), model_state(s->m), optim_sgd_momentum(s->opt)));
+    char st[1100];
+    snprintf(st, sizeof st, "%s/model.safetensors", s->cfg->out_dir);
+    IH_TRY(export_safetensors(s->m, st));
+    IH_INFO(IH_LOG_CKPT, "checkpoint %s: epoch %lld batch %lld", s->ckpt_path, (long long)epoch, (long long)batch_in_epoch);
+    return IH_OK;
+}
+
+ih_err session_validate(session *s, double *top1, double *top5, int64_t *count)
+{
+    IH_TRY(session_sync_bn(s));
+    double h1, h5;
+    int64_t n;
+    IH_TRY(eval_hits(s->m, s->val, s->ncls, &h1, &h5, &n));
+    /* Counts below 2^24 are exact in float; split larger ones so the sum stays exact. */
+    float c[6] = {(float)fmod(h1, 16777216.0), (float)floor(h1 / 16777216.0), (float)fmod(h5, 16777216.0),
+                  (float)floor(h5 / 16777216.0), (float)(n % 16777216), (float)(n / 16777216)};
+    IH_TRY(dp_allreduce(s->dp, c, 6));
+    h1 = (double)c[0] + 16777216.0 * c[1];
+    h5 = (double)c[2] + 16777216.0 * c[3];
+    const double nn = (double)c[4] + 16777216.0 * c[5];
+    *top1 = nn > 0 ? h1 / nn : 0;
+    *top5 = nn > 0 ? h5 / nn : 0;
+    *count = (int64_t)nn;
+    return IH_OK;
+}
+
+/* PyTorch names: "conv1.weight", "layer1.0.bn1.weight" (our "gamma"), ".bias" (our "beta"),
+ * "fc.weight", "fc.bias"; BN running statistics as ".running_mean"/".running_var". */
+ih_err export_safetensors(model_net *m, const char *path)
+{
+    const model_graph *g = model_net_graph(m);
+    const float *p = model_params(m), *st = model_state(m);
+    size_t nt = 0, cap = (size_t)g->nsegs + 2 * (size_t)g->nlayers;
+    ckpt_tensor *t = calloc(cap, sizeof *t);
+    char (*names)[192] = calloc(cap, sizeof *names);
+    float *perm = malloc(g->nparams * sizeof(float)); /* conv weights KRSC -> OIHW */
+    ih_err e = IH_OK;
+    if (!t || !names || !perm) { e = ih_fail(IH_E_SYS, "out of memory (safetensors)"); goto out; }
+    for (int li = 0; li < g->nlayers; li++) {
+        const model_layer *l = &g->layers[li];
+        const model_param_seg *sg = NULL;
+        for (int i = 0; i < g->nsegs; i++)
+            if (g->segs[i].offset == l->w_off) { sg = &g->segs[i]; break; }
+        if (l->op == MODEL_OP_CONV && sg) {
+            const int K = l->k, R = l->r, S = l->s, C = (int)(sg->count / ((size_t)K * R * S));
+            float *dst = perm + l->w_off;
+            const float *src = p + l->w_off;
+            for (int k = 0; k < K; k++)
+                for (int r = 0; r < R; r++)
+                    for (int s2 = 0; s2 < S; s2++)
+                        for (int c = 0; c < C; c++)
+                            dst[(((size_t)k * C + c) * R + r) * S + s2] = src[(((size_t)k * R + r) * S + s2) * C + c];
+            snprintf(names[nt], sizeof names[nt], "%s", sg->name);
+            t[nt] = (ckpt_tensor){names[nt], dst, sg->count, {K, C, R, S}};
+            nt++;
+        } else if (l->op == MODEL_OP_BN && sg) {
+            char base[160];
+            snprintf(base, sizeof base, "%.*s", (int)(strlen(sg->name) - strlen(".gamma")), sg->name);
+            const int C = (int)sg->count;
+            snprintf(names[nt], sizeof names[nt], "%s.weight", base);
+            t[nt] = (ckpt_tensor){names[nt], p + l->w_off, (size_t)C, {C}};
+            nt++;
+            snprintf(names[nt], sizeof names[nt], "%s.bias", base);
+            t[nt] = (ckpt_tensor){names[nt], p + l->b_off, (size_t)C, {C}};
+            nt++;
+            snprintf(names[nt], sizeof names[nt], "%s.running_mean", base);
+            t[nt] = (ckpt_tensor){names[nt], st + l->state_off, (size_t)C, {C}};
+            nt++;
+            snprintf(names[nt], sizeof names[nt], "%s.running_var", base);
+            t[nt] = (ckpt_tensor){names[nt], st + l->state_off + C, (size_t)C, {C}};
+            nt++;
+        } else if (l->op == MODEL_OP_FC && sg) {
+            const int O = g->num_classes, I = (int)(sg->count / (size_t)O);
+            snprintf(names[nt], sizeof names[nt], "%s", sg->name);
+            t[nt] = (ckpt_tensor){names[nt], p + l->w_off, sg->count, {O, I}};
+            nt++;
+            snprintf(names[nt], sizeof names[nt], "%.*s.bias", (int)(strlen(sg->name) - strlen(".weight")), sg->name);
+            t[nt] = (ckpt_tensor){names[nt], p + l->b_off, (size_t)O, {O}};
+            nt++;
+        }
+    }
+    e = ckpt_save_safetensors(path, t, nt);
+out:
+    free(perm);
+    free(names);
+    free(t);
+    return e;
+}

@@ -1,0 +1,64 @@
+/* trainer/session.h — what train and profile mode share: loaders, model, optimizer, schedule,
+ * the data-parallel step (dp.h), resume, checkpoints and sharded validation.
+ *
+ * Sharding (k workers, V virtual workers each, n images per sub-batch): the training loader of
+ * rank r is built with batch V*n, so its slice of global batch g is permutation positions
+ * [g*k*V*n + r*V*n, +V*n), and sub-batch v of it is exactly what virtual worker r*V+v of a
+ * k*V-worker run would get. That is why one worker with --accumulate k sees the same samples,
+ * in the same sub-batches, as k workers. The remainder of the permutation (N mod k*V*n) is
+ * dropped each epoch (a different part each epoch, since the permutation changes).
+ *
+ * Initial weights: every rank initialises from the same seed, and rank 0's parameters, BN
+ * state, momentum and previous lr are then broadcast, so a run is consistent even if the init
+ * or the checkpoint read differed (resume reads the checkpoint on rank 0 only: no shared file
+ * system needed).
+ *
+ * BN running statistics are per worker while training (never synchronised, as in the paper);
+ * before validation and before each checkpoint they are averaged over the workers, so the
+ * model validated and saved is one model, the same on every rank.
+ */
+#ifndef TRAINER_SESSION_H
+#define TRAINER_SESSION_H
+
+#include <stdio.h>
+
+#include "core/cfg.h"
+#include "model/model.h"
+#include "optim/schedule.h"
+#include "optim/sgd.h"
+#include "pipeline/loader.h"
+#include "trainer/dp.h"
+#include "transport/comm.h"
+
+typedef struct {
+    ih_cfg *cfg;
+    comm_ctx *comm;     /* NULL with one worker */
+    int rank, world, V;
+    pipe_loader *train, *val;
+    model_net *m;
+    optim_sgd *opt;
+    optim_seg *osegs;
+    dp_ctx *dp;
+    optim_sched sched;
+    int ncls;
+    int64_t ipe;        /* global iterations per epoch */
+    float loss_scale;   /* 1 / (k*V*n) */
+    int64_t epoch0, batch0, iter0; /* where to start (resume) */
+    char ckpt_path[1100];
+} session;
+
+ih_err session_open(session *s, ih_cfg *cfg, comm_ctx *comm);
+void session_close(session *s);
+
+/* Collective: averages the BN running statistics over the workers. */
+ih_err session_sync_bn(session *s);
+/* Collective: sync BN, then rank 0 writes the checkpoint (+ .safetensors) at the given position. */
+ih_err session_checkpoint(session *s, int64_t epoch, int64_t batch_in_epoch, int64_t iter);
+/* Collective: top-1/top-5 over the whole validation set (each rank its shard, counts summed). */
+ih_err session_validate(session *s, double *top1, double *top5, int64_t *count);
+
+/* Writes the model's weights and BN statistics as PATH (safetensors, PyTorch names and
+ * layouts: conv weights OIHW). */
+ih_err export_safetensors(model_net *m, const char *path);
+
+#endif
