@@ -11,6 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum {
     IH_OK = 0,
     IH_E_USAGE,    /* bad flag, bad path, bad config: the user fixes the command */
@@ -66,5 +70,9 @@ void ih_assert_fail(const char *file, int line, const char *cond, const char *fm
     do {                                                            \
         if (!(cond)) ih_assert_fail(__FILE__, __LINE__, #cond, __VA_ARGS__); \
     } while (0)
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -8,6 +8,10 @@
 #ifndef IH_LOG_H
 #define IH_LOG_H
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 enum {
     IH_LOG_PIPE = 1 << 0,
     IH_LOG_MODEL = 1 << 1,
@@ -46,5 +50,9 @@ void ih_print0(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
         if (ih_log_enabled(IH_LEVEL_TRACE, (sub)))                                     \
             ih_log_write(IH_LEVEL_TRACE, (sub), __FILE__, __LINE__, __VA_ARGS__);      \
     } while (0)
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

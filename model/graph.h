@@ -68,6 +68,9 @@ void model_graph_destroy(model_graph *g);
 
 /* model_net_create with a non-standard base width (see model_graph_build); for tests. */
 ih_err model_net_create_width(model_net **out, const model_cfg *cfg, int base_width);
+/* ... and with an explicit precision (model_net_create_prec). */
+ih_err model_net_create_full(model_net **out, const model_cfg *cfg, int base_width,
+                             model_precision prec);
 
 /* The graph behind a net (owned by the net). */
 const model_graph *model_net_graph(const model_net *m);

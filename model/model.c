@@ -1,22 +1,37 @@
-/* model/model.c — the public model API (model.h) over the graph builder and the CPU
- * executor: owns the flat parameter, gradient and BN-state buffers, initialises them the
- * paper's way, and checks the caller's inputs before a step. The CUDA backend is not
- * implemented yet; asking for it is a usage error that says so.
+/* model/model.c — the public model API (model.h) over the graph builder and the two
+ * executors (model/cpu/net.h, model/cuda/net.h): owns the flat parameter, gradient and
+ * BN-state buffers on the host, initialises them the paper's way, and checks the caller's
+ * inputs before a step.
+ * With the CUDA backend the host buffers are mirrors of the device's: `host_stale_*` says the
+ * device changed a buffer since it was last copied back (a step writes grads and state),
+ * `dev_stale_*` says the host view was handed out (and may have been written) since it was
+ * last copied to the device. Views copy back lazily; steps copy in what is stale first.
  */
 #include <cblas.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/log.h"
 #include "core/rng.h"
+#include "ih_config.h"
 #include "model/cpu/net.h"
+#if IH_WITH_CUDA
+#include "model/cuda/net.h"
+#endif
 #include "model/graph.h"
 #include "model/model.h"
 
 struct model_net {
     model_cfg cfg;
     model_graph *g;
-    model_cpu_net *exec;
+    model_cpu_net *exec;         /* CPU backend */
+#if IH_WITH_CUDA
+    model_cuda_net *cu;          /* CUDA backend */
+#endif
+    model_precision prec;
+    int dev_stale_params, dev_stale_grads, dev_stale_state;
+    int host_stale_grads, host_stale_state;
     float *params, *grads, *state;
     int min_bn_rows;             /* smallest h*w of any BN input: BN training needs n*h*w >= 2 */
     model_grad_ready_fn ready;
@@ -27,6 +42,9 @@ void model_net_destroy(model_net *m)
 {
     if (!m) return;
     model_cpu_net_destroy(m->exec);
+#if IH_WITH_CUDA
+    model_cuda_net_destroy(m->cu);
+#endif
     model_graph_destroy(m->g);
     free(m->params);
     free(m->grads);
@@ -50,12 +68,24 @@ static void warn_generic_blas(void)
                 "OPENBLAS_CORETYPE=%s before starting for faster CPU training", core, better);
 }
 
-ih_err model_net_create_width(model_net **out, const model_cfg *cfg, int base_width)
+ih_err model_net_create_full(model_net **out, const model_cfg *cfg, int base_width,
+                             model_precision prec)
 {
     *out = NULL;
-    if (cfg->backend != MODEL_BACKEND_CPU)
-        return ih_fail(IH_E_USAGE, "model %s: the CUDA backend is not implemented yet; use the "
-                       "CPU backend", cfg->arch ? cfg->arch : "(null)");
+    if (cfg->backend != MODEL_BACKEND_CPU && cfg->backend != MODEL_BACKEND_CUDA)
+        return ih_fail(IH_E_USAGE, "model %s: unknown backend %d", cfg->arch ? cfg->arch : "(null)",
+                       (int)cfg->backend);
+    if (cfg->backend == MODEL_BACKEND_CPU && prec == MODEL_PREC_BF16)
+        return ih_fail(IH_E_USAGE, "model %s: the CPU backend computes in fp32 only; bf16 needs "
+                       "the CUDA backend", cfg->arch ? cfg->arch : "(null)");
+#if !IH_WITH_CUDA
+    if (cfg->backend == MODEL_BACKEND_CUDA)
+        return ih_fail(IH_E_CUDA, "model %s: this build has no CUDA backend (configure with "
+                       "-DIH_WITH_CUDA=ON where nvcc and cuDNN are installed); use the CPU backend",
+                       cfg->arch ? cfg->arch : "(null)");
+#endif
+    if (prec == MODEL_PREC_DEFAULT)
+        prec = cfg->backend == MODEL_BACKEND_CUDA ? MODEL_PREC_BF16 : MODEL_PREC_FP32;
     if (cfg->max_batch < 1)
         return ih_fail(IH_E_USAGE, "model: max_batch %d must be >= 1", cfg->max_batch);
     model_net *m = calloc(1, sizeof *m);
@@ -66,8 +96,15 @@ ih_err model_net_create_width(model_net **out, const model_cfg *cfg, int base_wi
     if (!(m->cfg.bn_eps > 0)) m->cfg.bn_eps = 1e-5f;
     IH_TRY_GOTO(model_graph_build(&m->g, cfg->arch, cfg->image_size, cfg->num_classes, base_width),
                 err, fail);
-    IH_TRY_GOTO(model_cpu_net_create(&m->exec, m->g, cfg->max_batch, m->cfg.bn_momentum,
-                                     m->cfg.bn_eps), err, fail);
+    m->prec = prec;
+    if (cfg->backend == MODEL_BACKEND_CPU)
+        IH_TRY_GOTO(model_cpu_net_create(&m->exec, m->g, cfg->max_batch, m->cfg.bn_momentum,
+                                         m->cfg.bn_eps), err, fail);
+#if IH_WITH_CUDA
+    else
+        IH_TRY_GOTO(model_cuda_net_create(&m->cu, m->g, cfg->max_batch, m->cfg.bn_momentum,
+                                          m->cfg.bn_eps, prec), err, fail);
+#endif
     m->params = calloc(m->g->nparams, sizeof(float));
     m->grads = calloc(m->g->nparams, sizeof(float));
     m->state = calloc(m->g->nstate + 1, sizeof(float));
@@ -83,10 +120,12 @@ ih_err model_net_create_width(model_net **out, const model_cfg *cfg, int base_wi
             if (s->h * s->w < m->min_bn_rows) m->min_bn_rows = s->h * s->w;
         }
     model_init_params(m, 0);
-    warn_generic_blas();
+    if (cfg->backend == MODEL_BACKEND_CPU) warn_generic_blas();
     IH_INFO(IH_LOG_MODEL, "model %s: %zu parameters in %d segments, %d layers, input %dx%d, "
-            "%d classes, max batch %d", cfg->arch, m->g->nparams, m->g->nsegs, m->g->nlayers,
-            cfg->image_size, cfg->image_size, cfg->num_classes, cfg->max_batch);
+            "%d classes, max batch %d, %s %s", cfg->arch, m->g->nparams, m->g->nsegs,
+            m->g->nlayers, cfg->image_size, cfg->image_size, cfg->num_classes, cfg->max_batch,
+            cfg->backend == MODEL_BACKEND_CUDA ? "cuda" : "cpu",
+            prec == MODEL_PREC_BF16 ? "bf16" : "fp32");
     *out = m;
     return IH_OK;
 fail:
@@ -94,10 +133,33 @@ fail:
     return err;
 }
 
+ih_err model_net_create_width(model_net **out, const model_cfg *cfg, int base_width)
+{
+    return model_net_create_full(out, cfg, base_width, MODEL_PREC_DEFAULT);
+}
+
 ih_err model_net_create(model_net **out, const model_cfg *cfg)
 {
-    return model_net_create_width(out, cfg, 0);
+    return model_net_create_full(out, cfg, 0, MODEL_PREC_DEFAULT);
 }
+
+ih_err model_net_create_prec(model_net **out, const model_cfg *cfg, model_precision prec)
+{
+    return model_net_create_full(out, cfg, 0, prec);
+}
+
+int model_backend_available(model_backend b, char *why, size_t why_len)
+{
+    if (b == MODEL_BACKEND_CPU) return 1;
+#if IH_WITH_CUDA
+    if (b == MODEL_BACKEND_CUDA) return model_cuda_available(why, why_len);
+#endif
+    if (why) snprintf(why, why_len, "no CUDA device (this build has no CUDA backend)");
+    return 0;
+}
+
+model_backend model_net_backend(const model_net *m) { return m->cfg.backend; }
+model_precision model_net_precision(const model_net *m) { return m->prec; }
 
 const model_graph *model_net_graph(const model_net *m) { return m->g; }
 
@@ -129,12 +191,60 @@ void model_init_params(model_net *m, uint64_t seed)
                 rm[c + j] = 1.0f;
             }
         }
+    m->dev_stale_params = m->dev_stale_state = 1;
+    m->host_stale_state = 0;
 }
 
-float *model_params(model_net *m) { return m->params; }
-float *model_grads(model_net *m) { return m->grads; }
+#if IH_WITH_CUDA
+/* Device -> host view when the device is newer; the view may then be written. A failed copy
+ * leaves no usable view, and these accessors cannot return an error: abort with the cause. */
+static void pull(model_net *m, int *host_stale, int *dev_stale, ih_err (*get)(model_cuda_net *, float *),
+                 float *dst, const char *what)
+{
+    if (!m->cu) return;
+    if (*host_stale) {
+        ih_err e = get(m->cu, dst);
+        IH_ASSERT(e == IH_OK, "model: copying the %s from the GPU failed: %s", what, ih_last_error());
+        *host_stale = 0;
+    }
+    *dev_stale = 1;
+}
+
+/* Host views that may have been written -> device, before the device uses them. */
+static ih_err push(model_net *m)
+{
+    if (m->dev_stale_params) IH_TRY(model_cuda_put_params(m->cu, m->params));
+    if (m->dev_stale_grads) IH_TRY(model_cuda_put_grads(m->cu, m->grads));
+    if (m->dev_stale_state) IH_TRY(model_cuda_put_state(m->cu, m->state));
+    m->dev_stale_params = m->dev_stale_grads = m->dev_stale_state = 0;
+    return IH_OK;
+}
+#endif
+
+float *model_params(model_net *m)
+{
+    m->dev_stale_params = 1; /* the device never changes parameters: nothing to pull */
+    return m->params;
+}
+
+float *model_grads(model_net *m)
+{
+#if IH_WITH_CUDA
+    pull(m, &m->host_stale_grads, &m->dev_stale_grads, model_cuda_get_grads, m->grads, "gradients");
+#endif
+    return m->grads;
+}
+
 size_t model_num_params(const model_net *m) { return m->g->nparams; }
-float *model_state(model_net *m) { return m->state; }
+
+float *model_state(model_net *m)
+{
+#if IH_WITH_CUDA
+    pull(m, &m->host_stale_state, &m->dev_stale_state, model_cuda_get_state, m->state,
+         "BN running statistics");
+#endif
+    return m->state;
+}
 size_t model_num_state(const model_net *m) { return m->g->nstate; }
 
 size_t model_param_segments(const model_net *m, const model_param_seg **segs)
@@ -143,7 +253,17 @@ size_t model_param_segments(const model_net *m, const model_param_seg **segs)
     return (size_t)m->g->nsegs;
 }
 
-void model_zero_grads(model_net *m) { memset(m->grads, 0, m->g->nparams * sizeof(float)); }
+void model_zero_grads(model_net *m)
+{
+    memset(m->grads, 0, m->g->nparams * sizeof(float));
+#if IH_WITH_CUDA
+    if (m->cu) {
+        ih_err e = model_cuda_zero_grads(m->cu);
+        IH_ASSERT(e == IH_OK, "model: zeroing the GPU gradients failed: %s", ih_last_error());
+        m->dev_stale_grads = m->host_stale_grads = 0;
+    }
+#endif
+}
 
 void model_set_grad_ready(model_net *m, model_grad_ready_fn fn, void *arg)
 {
@@ -175,6 +295,23 @@ ih_err model_train_step(model_net *m, const uint8_t *images, const int32_t *labe
             return ih_fail(IH_E_DATA, "model %s: label %d of sample %d (of %d) is outside [0, %d); "
                            "check the dataset's labels against --num-classes", m->cfg.arch,
                            (int)labels[i], i, n, m->cfg.num_classes);
+#if IH_WITH_CUDA
+    if (m->cu) {
+        IH_TRY(push(m));
+        IH_TRY(model_cuda_train_step(m->cu, images, labels, n, loss_scale, loss_sum, correct));
+        m->host_stale_grads = m->host_stale_state = 1;
+        if (m->ready) { /* not overlapped yet: after backward, in backward order */
+            IH_TRY(model_cuda_get_grads(m->cu, m->grads));
+            m->host_stale_grads = 0;
+            for (int i = m->g->nlayers - 1; i >= 0; i--) {
+                const model_layer *l = &m->g->layers[i];
+                if (l->op == MODEL_OP_CONV || l->op == MODEL_OP_BN || l->op == MODEL_OP_FC)
+                    m->ready(m->ready_arg, l->w_off);
+            }
+        }
+        return IH_OK;
+    }
+#endif
     model_cpu_forward(m->exec, m->params, m->state, images, n, 1);
     model_cpu_loss(m->exec, labels, n, loss_scale, loss_sum, correct);
     model_cpu_backward(m->exec, m->params, m->grads, n, m->ready, m->ready_arg);
@@ -185,6 +322,12 @@ ih_err model_eval_logits(model_net *m, const uint8_t *images, int n, float *logi
 {
     IH_TRY(check_batch(m, images, n));
     if (!logits) return ih_fail(IH_E_USAGE, "model %s: logits is NULL", m->cfg.arch);
+#if IH_WITH_CUDA
+    if (m->cu) {
+        IH_TRY(push(m));
+        return model_cuda_eval_logits(m->cu, images, n, logits);
+    }
+#endif
     model_cpu_forward(m->exec, m->params, m->state, images, n, 0);
     memcpy(logits, model_cpu_logits(m->exec), (size_t)n * m->cfg.num_classes * sizeof(float));
     return IH_OK;

@@ -44,8 +44,17 @@ typedef struct {
 
 enum { MODEL_PARAM_CONV_W, MODEL_PARAM_BN_GAMMA, MODEL_PARAM_BN_BETA, MODEL_PARAM_FC_W, MODEL_PARAM_FC_B };
 
-/* Builds the network; IH_E_USAGE for an unknown arch (message lists the known ones). */
+/* Builds the network; IH_E_USAGE for an unknown arch (message lists the known ones).
+ * MODEL_BACKEND_CUDA: IH_E_CUDA when the build has no CUDA backend or no device is usable
+ * (the message says which); it computes in bf16 (see model_net_create_prec). */
 ih_err model_net_create(model_net **out, const model_cfg *cfg);
+
+/* Compute precision. DEFAULT: fp32 on the CPU, bf16 on CUDA. FP32 on CUDA is the exact mode
+ * (no TF32) that the tests compare with the CPU; BF16 (CUDA only) keeps activations and conv
+ * weights in bf16 on tensor cores, with fp32 master weights, gradients, BN statistics and
+ * loss. The CPU backend accepts only DEFAULT and FP32 (IH_E_USAGE otherwise). */
+typedef enum { MODEL_PREC_DEFAULT = 0, MODEL_PREC_FP32 = 1, MODEL_PREC_BF16 = 2 } model_precision;
+ih_err model_net_create_prec(model_net **out, const model_cfg *cfg, model_precision prec);
 void model_net_destroy(model_net *m);
 
 /* The paper's init from `seed`: He (fan_out, normal) for convs, BN gamma 1 / beta 0 except
@@ -53,7 +62,13 @@ void model_net_destroy(model_net *m);
  * mean 0 / var 1. Deterministic: same seed, same bytes. */
 void model_init_params(model_net *m, uint64_t seed);
 
-float *model_params(model_net *m);      /* host view (CPU) of the flat parameters */
+/* Host views of the flat buffers. On the CPU backend they ARE the buffers. On CUDA the
+ * buffers live on the device and these are host mirrors kept coherent on demand: a call
+ * copies the device buffer to the host if a step changed it since the last copy, and marks
+ * the mirror as possibly written, so the next step first copies it back to the device. So:
+ * fetch the pointer again after every step (as the trainer does: optimiser on host views),
+ * and write through it only until the next model_* step/eval call. */
+float *model_params(model_net *m);      /* host view of the flat parameters */
 float *model_grads(model_net *m);       /* host view of the flat gradients */
 size_t model_num_params(const model_net *m);
 float *model_state(model_net *m);       /* BN running mean/var, flat */
@@ -71,11 +86,21 @@ void model_zero_grads(model_net *m);
 ih_err model_train_step(model_net *m, const uint8_t *images, const int32_t *labels, int n,
                         float loss_scale, double *loss_sum, int *correct);
 
+/* 1 when `b` can create nets here (CPU: always; CUDA: built in and a device is usable), else
+ * 0 with a one-line reason in why (e.g. "no CUDA device (...)"; why may be NULL). */
+int model_backend_available(model_backend b, char *why, size_t why_len);
+
+/* Which backend and precision the net runs (DEFAULT already resolved). */
+model_backend model_net_backend(const model_net *m);
+model_precision model_net_precision(const model_net *m);
+
 /* Gradient-ready notification for overlapping communication with backward: during
  * model_train_step, after each layer's parameter gradients are complete, fn(arg, offset) is
  * called on the stepping thread with grads[offset, model_num_params) final for this step;
  * offsets strictly decrease within a step and the last call has offset 0. fn must not call
- * back into the model and should not block for long. fn == NULL disables it (default). */
+ * back into the model and should not block for long. fn == NULL disables it (default).
+ * CUDA backend: not yet overlapped; the calls come after backward has finished and the
+ * gradients have been copied to the host view, in the same order. */
 typedef void (*model_grad_ready_fn)(void *arg, size_t offset);
 void model_set_grad_ready(model_net *m, model_grad_ready_fn fn, void *arg);
 

@@ -1,0 +1,755 @@
+/* model/cuda/net.cu — the CUDA executor (see net.h): the same model_graph as the CPU
+ * executor, run forward in layer order and backward in reverse on one stream.
+ *
+ * Convolutions: cuDNN's legacy API (still in cuDNN 9) on NHWC tensors and KRSC (= cuDNN's
+ * NHWC filter) weights. The algorithm per layer and direction is chosen once at create from
+ * cuDNN's heuristics (cudnnGet*Algorithm_v7): the first one that is supported, fits the
+ * workspace cap, is deterministic (so the same batch gives the same bits, as on the CPU) and,
+ * in the fp32 exact mode, uses plain FMA math (no TF32). One workspace for all layers.
+ * Precision of tensors: the normalised input is fp32; a conv's output has its input's type;
+ * BN writes the compute type (bf16 in bf16 mode), so only the stem conv (3 input channels,
+ * which tensor-core kernels do not take) runs in fp32/TF32; pooled features and logits are
+ * fp32. bf16 convs read a bf16 copy of the master weights (made when parameters are put) and
+ * write weight gradients to a bf16 scratch with the same offsets, added into the fp32
+ * gradients once per step; fp32 convs, BN and FC use and accumulate the fp32 buffers directly.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cublas_v2.h>
+#include <cudnn.h>
+
+#include "core/cuda_check.h"
+#include "core/log.h"
+#include "model/cuda/kernels.cuh"
+#include "model/cuda/net.h"
+#include "model/cuda/probe.h"
+
+enum { F32 = 0, BF16 = 1 };
+enum { PMAX = 1024 };                          /* row blocks of a BN reduction */
+static const size_t WS_CAP = (size_t)1 << 30; /* cuDNN workspace cap, bytes */
+
+typedef struct {
+    cudnnTensorDescriptor_t x, y;
+    cudnnFilterDescriptor_t w;
+    cudnnConvolutionDescriptor_t cf, cd, cw; /* per direction: each keeps its math type */
+    cudnnConvolutionFwdAlgo_t fa;
+    cudnnConvolutionBwdDataAlgo_t da;
+    cudnnConvolutionBwdFilterAlgo_t wa;
+} conv_plan;
+
+struct model_cuda_net {
+    const model_graph *g;
+    int max_batch, cur_n, sms;
+    double momentum, eps;
+    model_precision prec;
+    cudaStream_t s;
+    cudnnHandle_t dnn;
+    cublasHandle_t blas;
+    float *params, *grads, *state; /* fp32 master, flat */
+    bf16 *params16, *wgrad16;      /* bf16 mode only */
+    unsigned char *arena;
+    void **val, **grad;            /* per tensor; grad[0] = NULL */
+    int *dt;                       /* per tensor: F32 or BF16 */
+    int *fuse;                     /* per layer: 1 = BN/ADD with the next (ReLU) layer fused */
+    conv_plan *conv;               /* per layer (CONV only) */
+    float *aux, *partial;
+    size_t *aux_off, *arg_off;
+    int32_t *argmax;
+    void *ws;
+    size_t ws_bytes;
+    uint8_t *d_img;
+    int32_t *d_lab;
+    double *d_loss, *h_loss;
+    int *d_hit, *h_hit;
+};
+
+typedef model_cuda_net net;
+
+static size_t tsize(const model_graph *g, int t)
+{
+    const model_shape *s = &g->tensors[t];
+    return (size_t)s->h * s->w * s->c;
+}
+
+static size_t elsize(int dt) { return dt == BF16 ? 2 : 4; }
+static cudnnDataType_t dnn_type(int dt) { return dt == BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT; }
+
+static unsigned grid_for(const net *e, size_t work, unsigned threads)
+{
+    size_t b = (work + threads - 1) / threads, cap = (size_t)e->sms * 16;
+    return (unsigned)(b < 1 ? 1 : b > cap ? cap : b);
+}
+
+int model_cuda_available(char *why, size_t why_len)
+{
+    int n = 0;
+    cudaError_t ce = cudaGetDeviceCount(&n);
+    if (ce != cudaSuccess || n == 0) {
+        if (why)
+            snprintf(why, why_len, "no CUDA device (%s)",
+                     ce != cudaSuccess ? cudaGetErrorString(ce) : "cudaGetDeviceCount = 0");
+        return 0;
+    }
+    return 1;
+}
+
+/* ---- launchers: dtype dispatch, vector width 8 when channels allow ---- */
+
+template <typename TX, typename TY>
+static ih_err bn_fwd_train_t(net *e, const model_layer *l, int n)
+{
+    const model_graph *g = e->g;
+    const model_shape *xs = &g->tensors[l->in[0]];
+    size_t m = (size_t)n * xs->h * xs->w;
+    int c = xs->c;
+    const TX *x = (const TX *)e->val[l->in[0]];
+    TY *y = (TY *)e->val[l->out];
+    float *aux = e->aux + e->aux_off[l - g->layers];
+    float *rm = e->state + l->state_off, *rv = rm + c;
+    const int V = c % 8 == 0 ? 8 : 1;
+    int G = c / V, GB = G < 32 ? G : 32, RB = 256 / GB;
+    dim3 blk(GB, RB), grd((G + GB - 1) / GB, 1);
+    size_t rows = (m + RB - 1) / RB, want = (size_t)e->sms * 8 / grd.x + 1;
+    grd.y = (unsigned)(rows < want ? rows : want);
+    if (grd.y > PMAX) grd.y = PMAX;
+    size_t shm = 2 * (size_t)RB * GB * V * sizeof(float);
+    if (V == 8) bn_stats_k<TX, 8><<<grd, blk, shm, e->s>>>(x, m, c, e->partial);
+    else bn_stats_k<TX, 1><<<grd, blk, shm, e->s>>>(x, m, c, e->partial);
+    IH_CUDA_LAUNCHED("bn_stats_k");
+    bn_finalize_k<TX><<<(c + 127) / 128, 128, 0, e->s>>>(
+        x, m, c, (int)grd.y, e->partial, e->params + l->w_off, e->params + l->b_off, aux, rm, rv,
+        e->momentum, e->eps);
+    IH_CUDA_LAUNCHED("bn_finalize_k");
+    size_t len = m * c;
+    int relu = e->fuse[l - g->layers];
+    if (V == 8) bn_apply_k<TX, TY, 8><<<grid_for(e, len / 8, 256), 256, 0, e->s>>>(x, y, len, c, aux, relu);
+    else bn_apply_k<TX, TY, 1><<<grid_for(e, len, 256), 256, 0, e->s>>>(x, y, len, c, aux, relu);
+    IH_CUDA_LAUNCHED("bn_apply_k");
+    return IH_OK;
+}
+
+template <typename TX, typename TY>
+static ih_err bn_fwd_eval_t(net *e, const model_layer *l, int n)
+{
+    const model_graph *g = e->g;
+    const model_shape *xs = &g->tensors[l->in[0]];
+    size_t len = (size_t)n * xs->h * xs->w * xs->c;
+    int c = xs->c;
+    float *aux = e->aux + e->aux_off[l - g->layers];
+    float *rm = e->state + l->state_off, *rv = rm + c;
+    bn_eval_prep_k<<<(c + 127) / 128, 128, 0, e->s>>>(c, e->params + l->w_off,
+                                                        e->params + l->b_off, rm, rv, e->eps, aux);
+    IH_CUDA_LAUNCHED("bn_eval_prep_k");
+    const TX *x = (const TX *)e->val[l->in[0]];
+    TY *y = (TY *)e->val[l->out];
+    int relu = e->fuse[l - g->layers];
+    if (c % 8 == 0) bn_apply_k<TX, TY, 8><<<grid_for(e, len / 8, 256), 256, 0, e->s>>>(x, y, len, c, aux, relu);
+    else bn_apply_k<TX, TY, 1><<<grid_for(e, len, 256), 256, 0, e->s>>>(x, y, len, c, aux, relu);
+    IH_CUDA_LAUNCHED("bn_apply_k(eval)");
+    return IH_OK;
+}
+
+template <typename TX, typename TG>
+static ih_err bn_bwd_t(net *e, const model_layer *l, int n)
+{
+    const model_graph *g = e->g;
+    const model_shape *xs = &g->tensors[l->in[0]];
+    size_t m = (size_t)n * xs->h * xs->w;
+    int c = xs->c, li = (int)(l - g->layers), relu = e->fuse[li];
+    const TX *x = (const TX *)e->val[l->in[0]];
+    const TG *dy = (const TG *)e->grad[l->out], *y = (const TG *)e->val[l->out];
+    float *aux = e->aux + e->aux_off[li];
+    const int V = c % 8 == 0 ? 8 : 1;
+    int G = c / V, GB = G < 32 ? G : 32, RB = 256 / GB;
+    dim3 blk(GB, RB), grd((G + GB - 1) / GB, 1);
+    size_t rows = (m + RB - 1) / RB, want = (size_t)e->sms * 8 / grd.x + 1;
+    grd.y = (unsigned)(rows < want ? rows : want);
+    if (grd.y > PMAX) grd.y = PMAX;
+    size_t shm = 2 * (size_t)RB * GB * V * sizeof(float);
+    if (V == 8) bn_bwd_reduce_k<TX, TG, 8><<<grd, blk, shm, e->s>>>(x, dy, y, m, c, aux, e->partial, relu);
+    else bn_bwd_reduce_k<TX, TG, 1><<<grd, blk, shm, e->s>>>(x, dy, y, m, c, aux, e->partial, relu);
+    IH_CUDA_LAUNCHED("bn_bwd_reduce_k");
+    bn_bwd_finalize_k<<<(c + 127) / 128, 128, 0, e->s>>>(m, c, (int)grd.y, e->partial,
+                                                          e->params + l->w_off,
+                                                          e->grads + l->w_off,
+                                                          e->grads + l->b_off, aux);
+    IH_CUDA_LAUNCHED("bn_bwd_finalize_k");
+    TX *dx = (TX *)e->grad[l->in[0]];
+    if (l->accum[0] < 0 || !dx) return IH_OK;
+    size_t len = m * c;
+    int acc = l->accum[0] > 0;
+    if (V == 8) bn_bwd_dx_k<TX, TG, 8><<<grid_for(e, len / 8, 256), 256, 0, e->s>>>(x, dy, y, dx, len, c, aux, acc, relu);
+    else bn_bwd_dx_k<TX, TG, 1><<<grid_for(e, len, 256), 256, 0, e->s>>>(x, dy, y, dx, len, c, aux, acc, relu);
+    IH_CUDA_LAUNCHED("bn_bwd_dx_k");
+    return IH_OK;
+}
+
+/* Calls F<TX, TY>(args) for the runtime dtypes. */
+#define DISPATCH2(tx, ty, F, ...)                                                         \
+    ((tx) == F32 ? ((ty) == F32 ? F<float, float>(__VA_ARGS__) : F<float, bf16>(__VA_ARGS__)) \
+                 : ((ty) == F32 ? F<bf16, float>(__VA_ARGS__) : F<bf16, bf16>(__VA_ARGS__)))
+#define DISPATCH1(t, F, ...) ((t) == F32 ? F<float>(__VA_ARGS__) : F<bf16>(__VA_ARGS__))
+
+template <typename T> static ih_err relu_t(net *e, int t, size_t len, int bwd)
+{
+    T *x = (T *)e->val[t];
+    if (len % 8 == 0) {
+        if (bwd) relu_bwd_k<T, 8><<<grid_for(e, len / 8, 256), 256, 0, e->s>>>(x, (T *)e->grad[t], len);
+        else relu_fwd_k<T, 8><<<grid_for(e, len / 8, 256), 256, 0, e->s>>>(x, len);
+    } else {
+        if (bwd) relu_bwd_k<T, 1><<<grid_for(e, len, 256), 256, 0, e->s>>>(x, (T *)e->grad[t], len);
+        else relu_fwd_k<T, 1><<<grid_for(e, len, 256), 256, 0, e->s>>>(x, len);
+    }
+    IH_CUDA_LAUNCHED("relu");
+    return IH_OK;
+}
+
+template <typename T> static ih_err add_t(net *e, const model_layer *l, size_t len, int bwd)
+{
+    int relu = e->fuse[l - e->g->layers];
+    unsigned gb = grid_for(e, len % 8 == 0 ? len / 8 : len, 256);
+    if (!bwd) {
+        const T *a = (const T *)e->val[l->in[0]], *b = (const T *)e->val[l->in[1]];
+        T *y = (T *)e->val[l->out];
+        if (len % 8 == 0) add_fwd_k<T, 8><<<gb, 256, 0, e->s>>>(a, b, y, len, relu);
+        else add_fwd_k<T, 1><<<gb, 256, 0, e->s>>>(a, b, y, len, relu);
+    } else {
+        const T *dy = (const T *)e->grad[l->out], *y = (const T *)e->val[l->out];
+        T *da = l->accum[0] >= 0 ? (T *)e->grad[l->in[0]] : NULL;
+        T *db = l->accum[1] >= 0 ? (T *)e->grad[l->in[1]] : NULL;
+        int aa = l->accum[0] > 0, ab = l->accum[1] > 0;
+        if (len % 8 == 0) add_bwd_k<T, 8><<<gb, 256, 0, e->s>>>(dy, y, da, aa, db, ab, len, relu);
+        else add_bwd_k<T, 1><<<gb, 256, 0, e->s>>>(dy, y, da, aa, db, ab, len, relu);
+    }
+    IH_CUDA_LAUNCHED("add");
+    return IH_OK;
+}
+
+template <typename T> static ih_err maxpool_t(net *e, const model_layer *l, int n, int bwd)
+{
+    const model_graph *g = e->g;
+    const model_shape *xs = &g->tensors[l->in[0]], *ys = &g->tensors[l->out];
+    int32_t *am = e->argmax + e->arg_off[l - g->layers];
+    if (!bwd) {
+        size_t tot = (size_t)n * tsize(g, l->out);
+        maxpool_fwd_k<T><<<grid_for(e, tot, 256), 256, 0, e->s>>>(
+            (const T *)e->val[l->in[0]], (T *)e->val[l->out], am, n, xs->h, xs->w, xs->c, l->r,
+            l->stride, l->pad, ys->h, ys->w);
+    } else {
+        if (l->accum[0] < 0) return IH_OK;
+        size_t tot = (size_t)n * tsize(g, l->in[0]);
+        maxpool_bwd_k<T><<<grid_for(e, tot, 256), 256, 0, e->s>>>(
+            (const T *)e->grad[l->out], am, (T *)e->grad[l->in[0]], n, xs->h, xs->w, xs->c, l->r,
+            l->stride, l->pad, ys->h, ys->w, l->accum[0] > 0);
+    }
+    IH_CUDA_LAUNCHED("maxpool");
+    return IH_OK;
+}
+
+template <typename T> static ih_err avgpool_t(net *e, const model_layer *l, int n, int bwd)
+{
+    const model_shape *xs = &e->g->tensors[l->in[0]];
+    int hw = xs->h * xs->w, c = xs->c;
+    if (!bwd) {
+        avgpool_fwd_k<T><<<grid_for(e, (size_t)n * c, 256), 256, 0, e->s>>>(
+            (const T *)e->val[l->in[0]], (float *)e->val[l->out], n, hw, c);
+    } else {
+        if (l->accum[0] < 0) return IH_OK;
+        avgpool_bwd_k<T><<<grid_for(e, (size_t)n * hw * c, 256), 256, 0, e->s>>>(
+            (const float *)e->grad[l->out], (T *)e->grad[l->in[0]], n, hw, c, l->accum[0] > 0);
+    }
+    IH_CUDA_LAUNCHED("avgpool");
+    return IH_OK;
+}
+
+/* ---- convolution plans ---- */
+
+static ih_err conv_set_batch(net *e, conv_plan *p, const model_layer *l, int n)
+{
+    const model_shape *xs = &e->g->tensors[l->in[0]], *ys = &e->g->tensors[l->out];
+    cudnnDataType_t t = dnn_type(e->dt[l->in[0]]);
+    IH_CUDNN(cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NHWC, t, n, xs->c, xs->h, xs->w));
+    IH_CUDNN(cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NHWC, t, n, ys->c, ys->h, ys->w));
+    return IH_OK;
+}
+
+/* Index of the first acceptable result: supported, fits, deterministic (if any is); in
+ * exact mode the descriptors keep FMA math, which rules tensor-core (TF32) kernels out.
+ * -1 if none. */
+#define PICK_ALGO(res, cnt, cap, out)                                                     \
+    do {                                                                                  \
+        (out) = -1;                                                                       \
+        for (int pass = 0; pass < 2 && (out) < 0; pass++)                                 \
+            for (int q = 0; q < (cnt); q++) {                                             \
+                if ((res)[q].status != CUDNN_STATUS_SUCCESS || (res)[q].memory > (cap)) continue; \
+                if (pass == 0 && (res)[q].determinism != CUDNN_DETERMINISTIC) continue;   \
+                (out) = q;                                                                \
+                break;                                                                    \
+            }                                                                             \
+    } while (0)
+
+static ih_err conv_plan_create(net *e, int li, size_t *ws_need)
+{
+    const model_graph *g = e->g;
+    const model_layer *l = &g->layers[li];
+    conv_plan *p = &e->conv[li];
+    const model_shape *xs = &g->tensors[l->in[0]];
+    int dt = e->dt[l->in[0]];
+    int exact = e->prec == MODEL_PREC_FP32;
+    IH_CUDNN(cudnnCreateTensorDescriptor(&p->x));
+    IH_CUDNN(cudnnCreateTensorDescriptor(&p->y));
+    IH_CUDNN(cudnnCreateFilterDescriptor(&p->w));
+    IH_CUDNN(cudnnCreateConvolutionDescriptor(&p->cf));
+    IH_CUDNN(cudnnCreateConvolutionDescriptor(&p->cd));
+    IH_CUDNN(cudnnCreateConvolutionDescriptor(&p->cw));
+    IH_TRY(conv_set_batch(e, p, l, e->max_batch));
+    IH_CUDNN(cudnnSetFilter4dDescriptor(p->w, dnn_type(dt), CUDNN_TENSOR_NHWC, l->k, xs->c, l->r, l->s));
+    cudnnMathType_t math = exact ? CUDNN_FMA_MATH : dt == BF16 ? CUDNN_TENSOR_OP_MATH : CUDNN_DEFAULT_MATH;
+    cudnnConvolutionDescriptor_t cds[3] = {p->cf, p->cd, p->cw};
+    for (int i = 0; i < 3; i++) {
+        IH_CUDNN(cudnnSetConvolution2dDescriptor(cds[i], l->pad, l->pad, l->stride, l->stride, 1, 1,
+                                                 CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+        IH_CUDNN(cudnnSetConvolutionMathType(cds[i], math));
+    }
+    int cnt = 0, q;
+    cudnnConvolutionFwdAlgoPerf_t fr[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    IH_CUDNN(cudnnGetConvolutionForwardAlgorithm_v7(e->dnn, p->x, p->w, p->cf, p->y,
+                                                    CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &cnt, fr));
+    PICK_ALGO(fr, cnt, WS_CAP, q);
+    if (q < 0) goto none;
+    p->fa = fr[q].algo;
+    if (!exact) IH_CUDNN(cudnnSetConvolutionMathType(p->cf, fr[q].mathType));
+    if (fr[q].memory > *ws_need) *ws_need = fr[q].memory;
+
+    cudnnConvolutionBwdDataAlgoPerf_t dr[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+    if (l->accum[0] >= 0) {
+        IH_CUDNN(cudnnGetConvolutionBackwardDataAlgorithm_v7(
+            e->dnn, p->w, p->y, p->cd, p->x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &cnt, dr));
+        PICK_ALGO(dr, cnt, WS_CAP, q);
+        if (q < 0) goto none;
+        p->da = dr[q].algo;
+        if (!exact) IH_CUDNN(cudnnSetConvolutionMathType(p->cd, dr[q].mathType));
+        if (dr[q].memory > *ws_need) *ws_need = dr[q].memory;
+    }
+    cudnnConvolutionBwdFilterAlgoPerf_t wr[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+    IH_CUDNN(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+        e->dnn, p->x, p->y, p->cw, p->w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &cnt, wr));
+    PICK_ALGO(wr, cnt, WS_CAP, q);
+    if (q < 0) goto none;
+    p->wa = wr[q].algo;
+    if (!exact) IH_CUDNN(cudnnSetConvolutionMathType(p->cw, wr[q].mathType));
+    if (wr[q].memory > *ws_need) *ws_need = wr[q].memory;
+    { /* the heuristics' memory figure is an estimate: ask for the exact sizes too */
+        size_t a = 0, b = 0, c = 0;
+        IH_CUDNN(cudnnGetConvolutionForwardWorkspaceSize(e->dnn, p->x, p->w, p->cf, p->y, p->fa, &a));
+        if (l->accum[0] >= 0)
+            IH_CUDNN(cudnnGetConvolutionBackwardDataWorkspaceSize(e->dnn, p->w, p->y, p->cd, p->x,
+                                                                  p->da, &b));
+        IH_CUDNN(cudnnGetConvolutionBackwardFilterWorkspaceSize(e->dnn, p->x, p->y, p->cw, p->w,
+                                                                p->wa, &c));
+        if (a > *ws_need) *ws_need = a;
+        if (b > *ws_need) *ws_need = b;
+        if (c > *ws_need) *ws_need = c;
+    }
+    IH_TRACE(IH_LOG_MODEL, "conv layer %d (%s, %dx%dx%d -> %d, %dx%d/%d): algos fwd %d bwd-data %d "
+             "bwd-filter %d", li, dt == BF16 ? "bf16" : "fp32", xs->h, xs->w, xs->c, l->k, l->r,
+             l->s, l->stride, (int)p->fa, (int)p->da, (int)p->wa);
+    return IH_OK;
+none:
+    return ih_fail(IH_E_CUDA, "cuDNN: no usable %s algorithm for conv layer %d (%dx%dx%d -> %d, "
+                   "kernel %dx%d, stride %d, %s%s); this cuDNN build does not support the shape",
+                   "convolution", li, xs->h, xs->w, xs->c, l->k, l->r, l->s, l->stride,
+                   dt == BF16 ? "bf16" : "fp32", exact ? ", FMA math" : "");
+}
+
+/* Re-describes every conv for batch n (no allocation) and checks the workspace still fits. */
+static ih_err set_batch(net *e, int n)
+{
+    if (n == e->cur_n) return IH_OK;
+    const model_graph *g = e->g;
+    for (int i = 0; i < g->nlayers; i++) {
+        const model_layer *l = &g->layers[i];
+        if (l->op != MODEL_OP_CONV) continue;
+        conv_plan *p = &e->conv[i];
+        IH_TRY(conv_set_batch(e, p, l, n));
+        size_t a = 0, b = 0, c = 0;
+        IH_CUDNN(cudnnGetConvolutionForwardWorkspaceSize(e->dnn, p->x, p->w, p->cf, p->y, p->fa, &a));
+        if (l->accum[0] >= 0)
+            IH_CUDNN(cudnnGetConvolutionBackwardDataWorkspaceSize(e->dnn, p->w, p->y, p->cd, p->x, p->da, &b));
+        IH_CUDNN(cudnnGetConvolutionBackwardFilterWorkspaceSize(e->dnn, p->x, p->y, p->cw, p->w, p->wa, &c));
+        if (a > e->ws_bytes || b > e->ws_bytes || c > e->ws_bytes)
+            return ih_fail(IH_E_INTERNAL, "model cuda: conv layer %d needs %zu bytes of workspace at "
+                           "batch %d, more than the %zu planned at max_batch %d", i,
+                           a > b ? (a > c ? a : c) : (b > c ? b : c), n, e->ws_bytes, e->max_batch);
+    }
+    e->cur_n = n;
+    return IH_OK;
+}
+
+/* ---- create / destroy ---- */
+
+void model_cuda_net_destroy(net *e)
+{
+    if (!e) return;
+    if (e->conv)
+        for (int i = 0; i < e->g->nlayers; i++) {
+            conv_plan *p = &e->conv[i];
+            if (p->x) cudnnDestroyTensorDescriptor(p->x);
+            if (p->y) cudnnDestroyTensorDescriptor(p->y);
+            if (p->w) cudnnDestroyFilterDescriptor(p->w);
+            if (p->cf) cudnnDestroyConvolutionDescriptor(p->cf);
+            if (p->cd) cudnnDestroyConvolutionDescriptor(p->cd);
+            if (p->cw) cudnnDestroyConvolutionDescriptor(p->cw);
+        }
+    /* Errors while tearing down are not actionable; the first error was reported already. */
+    void *bufs[] = {e->params, e->grads,  e->state,   e->params16, e->wgrad16, e->arena,
+                    e->aux,    e->partial, e->argmax, e->ws,       e->d_img,   e->d_lab,
+                    e->d_loss, e->d_hit};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i]) cudaFree(bufs[i]);
+    if (e->blas) cublasDestroy(e->blas);
+    if (e->dnn) cudnnDestroy(e->dnn);
+    if (e->s) cudaStreamDestroy(e->s);
+    free(e->conv);
+    free(e->val);
+    free(e->grad);
+    free(e->dt);
+    free(e->fuse);
+    free(e->aux_off);
+    free(e->arg_off);
+    free(e->h_loss);
+    free(e->h_hit);
+    free(e);
+}
+
+static ih_err create_inner(net *e)
+{
+    const model_graph *g = e->g;
+    int nt = g->ntensors, nl = g->nlayers, B = e->max_batch;
+    int dev = 0;
+    IH_CUDA(cudaGetDevice(&dev));
+    IH_CUDA(cudaDeviceGetAttribute(&e->sms, cudaDevAttrMultiProcessorCount, dev));
+    IH_CUDA(cudaStreamCreateWithFlags(&e->s, cudaStreamNonBlocking));
+    IH_CUDNN(cudnnCreate(&e->dnn));
+    IH_CUDNN(cudnnSetStream(e->dnn, e->s));
+    IH_CUBLAS(cublasCreate(&e->blas));
+    IH_CUBLAS(cublasSetStream(e->blas, e->s));
+    IH_CUBLAS(cublasSetMathMode(e->blas, e->prec == MODEL_PREC_FP32 ? CUBLAS_PEDANTIC_MATH
+                                                                    : CUBLAS_DEFAULT_MATH));
+    e->val = (void **)calloc(nt, sizeof(void *));
+    e->grad = (void **)calloc(nt, sizeof(void *));
+    e->dt = (int *)calloc(nt, sizeof(int));
+    e->fuse = (int *)calloc(nl + 1, sizeof(int));
+    e->conv = (conv_plan *)calloc(nl, sizeof(conv_plan));
+    e->aux_off = (size_t *)calloc(nl, sizeof(size_t));
+    e->arg_off = (size_t *)calloc(nl, sizeof(size_t));
+    e->h_loss = (double *)calloc(B, sizeof(double));
+    e->h_hit = (int *)calloc(B, sizeof(int));
+    if (!e->val || !e->grad || !e->dt || !e->fuse || !e->conv || !e->aux_off || !e->arg_off ||
+        !e->h_loss || !e->h_hit)
+        return ih_fail(IH_E_SYS, "model cuda: out of host memory");
+
+    /* dtypes (see the file header) and fusion of BN/ADD + in-place ReLU */
+    int cdt = e->prec == MODEL_PREC_BF16 ? BF16 : F32;
+    e->dt[0] = F32;
+    for (int i = 0; i < nl; i++) {
+        const model_layer *l = &g->layers[i];
+        int in = e->dt[l->in[0]];
+        switch (l->op) {
+        case MODEL_OP_CONV:
+        case MODEL_OP_MAXPOOL:
+        case MODEL_OP_ADD: e->dt[l->out] = in; break;
+        case MODEL_OP_BN: e->dt[l->out] = cdt; break;
+        case MODEL_OP_AVGPOOL:
+        case MODEL_OP_FC: e->dt[l->out] = F32; break;
+        case MODEL_OP_RELU: break;
+        }
+        if (l->op == MODEL_OP_ADD && e->dt[l->in[1]] != in)
+            return ih_fail(IH_E_INTERNAL, "model cuda: layer %d adds tensors of different types", i);
+        if (l->op == MODEL_OP_RELU && i > 0 && g->layers[i - 1].out == l->in[0] &&
+            (g->layers[i - 1].op == MODEL_OP_BN || g->layers[i - 1].op == MODEL_OP_ADD))
+            e->fuse[i - 1] = 1;
+    }
+
+    /* activations and their gradients: one arena, every buffer 256-byte aligned */
+    size_t total = 0, aux = 0, args = 0;
+    int cmax = 1;
+    for (int t = 0; t < nt; t++) {
+        size_t b = ((size_t)B * tsize(g, t) * elsize(e->dt[t]) + 255) & ~(size_t)255;
+        total += b * (t > 0 ? 2 : 1);
+        if (g->tensors[t].c > cmax) cmax = g->tensors[t].c;
+    }
+    IH_CUDA(cudaMalloc((void **)&e->arena, total));
+    size_t off = 0;
+    for (int t = 0; t < nt; t++) {
+        size_t b = ((size_t)B * tsize(g, t) * elsize(e->dt[t]) + 255) & ~(size_t)255;
+        e->val[t] = e->arena + off;
+        off += b;
+        if (t > 0) {
+            e->grad[t] = e->arena + off;
+            off += b;
+        }
+    }
+    for (int i = 0; i < nl; i++) {
+        const model_layer *l = &g->layers[i];
+        if (l->op == MODEL_OP_BN) {
+            e->aux_off[i] = aux;
+            aux += 7 * (size_t)g->tensors[l->out].c;
+        } else if (l->op == MODEL_OP_MAXPOOL) {
+            e->arg_off[i] = args;
+            args += (size_t)B * tsize(g, l->out);
+        }
+    }
+    size_t np = g->nparams, ns = g->nstate;
+    IH_CUDA(cudaMalloc((void **)&e->params, (np + 1) * sizeof(float)));
+    IH_CUDA(cudaMalloc((void **)&e->grads, (np + 1) * sizeof(float)));
+    IH_CUDA(cudaMalloc((void **)&e->state, (ns + 1) * sizeof(float)));
+    IH_CUDA(cudaMemset(e->grads, 0, (np + 1) * sizeof(float)));
+    if (e->prec == MODEL_PREC_BF16) {
+        IH_CUDA(cudaMalloc((void **)&e->params16, (np + 1) * sizeof(bf16)));
+        IH_CUDA(cudaMalloc((void **)&e->wgrad16, (np + 1) * sizeof(bf16)));
+        IH_CUDA(cudaMemset(e->wgrad16, 0, (np + 1) * sizeof(bf16)));
+    }
+    IH_CUDA(cudaMalloc((void **)&e->aux, (aux + 1) * sizeof(float)));
+    IH_CUDA(cudaMalloc((void **)&e->partial, (size_t)PMAX * 2 * cmax * sizeof(float)));
+    IH_CUDA(cudaMalloc((void **)&e->argmax, (args + 1) * sizeof(int32_t)));
+    IH_CUDA(cudaMalloc((void **)&e->d_img, (size_t)B * g->image_size * g->image_size * 3));
+    IH_CUDA(cudaMalloc((void **)&e->d_lab, (size_t)B * sizeof(int32_t)));
+    IH_CUDA(cudaMalloc((void **)&e->d_loss, (size_t)B * sizeof(double)));
+    IH_CUDA(cudaMalloc((void **)&e->d_hit, (size_t)B * sizeof(int)));
+
+    size_t ws = 0;
+    for (int i = 0; i < nl; i++)
+        if (g->layers[i].op == MODEL_OP_CONV) IH_TRY(conv_plan_create(e, i, &ws));
+    e->ws_bytes = ws;
+    IH_CUDA(cudaMalloc(&e->ws, ws + 1));
+    e->cur_n = B;
+    IH_CUDA(cudaStreamSynchronize(e->s));
+    IH_INFO(IH_LOG_MODEL, "model cuda: %s, %.1f MiB of activations+gradients for batch %d, "
+            "cuDNN workspace %.1f MiB", e->prec == MODEL_PREC_BF16 ? "bf16" : "fp32 (exact)",
+            total / 1048576.0, B, ws / 1048576.0);
+    return IH_OK;
+}
+
+ih_err model_cuda_net_create(net **out, const model_graph *g, int max_batch, double bn_momentum,
+                             double bn_eps, model_precision prec)
+{
+    *out = NULL;
+    char why[160];
+    if (!model_cuda_available(why, sizeof why))
+        return ih_fail(IH_E_CUDA, "model: %s; use the CPU backend", why);
+    if (max_batch < 1) return ih_fail(IH_E_USAGE, "model: max_batch %d must be >= 1", max_batch);
+    net *e = (net *)calloc(1, sizeof *e);
+    if (!e) return ih_fail(IH_E_SYS, "model cuda: out of memory");
+    e->g = g;
+    e->max_batch = max_batch;
+    e->momentum = bn_momentum;
+    e->eps = bn_eps;
+    e->prec = prec == MODEL_PREC_FP32 ? MODEL_PREC_FP32 : MODEL_PREC_BF16;
+    ih_err err = create_inner(e);
+    if (err != IH_OK) {
+        model_cuda_net_destroy(e);
+        return err;
+    }
+    *out = e;
+    return IH_OK;
+}
+
+/* ---- host copies ---- */
+
+ih_err model_cuda_put_params(net *e, const float *params)
+{
+    size_t np = e->g->nparams;
+    IH_CUDA(cudaMemcpyAsync(e->params, params, np * sizeof(float), cudaMemcpyHostToDevice, e->s));
+    if (e->params16) {
+        f32_to_bf16_k<<<grid_for(e, np, 256), 256, 0, e->s>>>(e->params, e->params16, np);
+        IH_CUDA_LAUNCHED("f32_to_bf16_k");
+    }
+    IH_CUDA(cudaStreamSynchronize(e->s));
+    return IH_OK;
+}
+
+ih_err model_cuda_put_grads(net *e, const float *grads)
+{
+    IH_CUDA(cudaMemcpyAsync(e->grads, grads, e->g->nparams * sizeof(float), cudaMemcpyHostToDevice, e->s));
+    IH_CUDA(cudaStreamSynchronize(e->s));
+    return IH_OK;
+}
+
+ih_err model_cuda_put_state(net *e, const float *state)
+{
+    IH_CUDA(cudaMemcpyAsync(e->state, state, e->g->nstate * sizeof(float), cudaMemcpyHostToDevice, e->s));
+    IH_CUDA(cudaStreamSynchronize(e->s));
+    return IH_OK;
+}
+
+ih_err model_cuda_get_grads(net *e, float *grads)
+{
+    IH_CUDA(cudaMemcpyAsync(grads, e->grads, e->g->nparams * sizeof(float), cudaMemcpyDeviceToHost, e->s));
+    IH_CUDA(cudaStreamSynchronize(e->s));
+    return IH_OK;
+}
+
+ih_err model_cuda_get_state(net *e, float *state)
+{
+    IH_CUDA(cudaMemcpyAsync(state, e->state, e->g->nstate * sizeof(float), cudaMemcpyDeviceToHost, e->s));
+    IH_CUDA(cudaStreamSynchronize(e->s));
+    return IH_OK;
+}
+
+ih_err model_cuda_zero_grads(net *e)
+{
+    IH_CUDA(cudaMemsetAsync(e->grads, 0, e->g->nparams * sizeof(float), e->s));
+    return IH_OK;
+}
+
+ih_err model_cuda_sync(net *e)
+{
+    IH_CUDA(cudaStreamSynchronize(e->s));
+    return IH_OK;
+}
+
+/* ---- forward / backward ---- */
+
+static ih_err forward(net *e, const uint8_t *images, int n, int train)
+{
+    const model_graph *g = e->g;
+    static const float one = 1.0f, zero = 0.0f;
+    IH_TRY(set_batch(e, n));
+    size_t npix = (size_t)n * g->image_size * g->image_size;
+    IH_CUDA(cudaMemcpyAsync(e->d_img, images, npix * 3, cudaMemcpyHostToDevice, e->s));
+    IH_TRY(model_cuda_input_normalize(e->d_img, (float *)e->val[0], npix, e->s));
+    for (int i = 0; i < g->nlayers; i++) {
+        const model_layer *l = &g->layers[i];
+        const model_shape *xs = &g->tensors[l->in[0]];
+        size_t len = (size_t)n * xs->h * xs->w * xs->c;
+        int tx = e->dt[l->in[0]], ty = e->dt[l->out];
+        switch (l->op) {
+        case MODEL_OP_CONV: {
+            conv_plan *p = &e->conv[i];
+            const void *w = tx == BF16 ? (const void *)(e->params16 + l->w_off)
+                                       : (const void *)(e->params + l->w_off);
+            IH_CUDNN(cudnnConvolutionForward(e->dnn, &one, p->x, e->val[l->in[0]], p->w, w, p->cf,
+                                             p->fa, e->ws, e->ws_bytes, &zero, p->y, e->val[l->out]));
+            break;
+        }
+        case MODEL_OP_BN:
+            if (train) IH_TRY(DISPATCH2(tx, ty, bn_fwd_train_t, e, l, n));
+            else IH_TRY(DISPATCH2(tx, ty, bn_fwd_eval_t, e, l, n));
+            break;
+        case MODEL_OP_RELU:
+            if (!(i > 0 && e->fuse[i - 1])) IH_TRY(DISPATCH1(tx, relu_t, e, l->in[0], len, 0));
+            break;
+        case MODEL_OP_MAXPOOL: IH_TRY(DISPATCH1(tx, maxpool_t, e, l, n, 0)); break;
+        case MODEL_OP_AVGPOOL: IH_TRY(DISPATCH1(tx, avgpool_t, e, l, n, 0)); break;
+        case MODEL_OP_FC: {
+            int cin = xs->c, k = l->k;
+            float *y = (float *)e->val[l->out];
+            IH_CUBLAS(cublasSgemm(e->blas, CUBLAS_OP_T, CUBLAS_OP_N, k, n, cin, &one,
+                                  e->params + l->w_off, cin, (const float *)e->val[l->in[0]], cin,
+                                  &zero, y, k));
+            bias_add_k<<<grid_for(e, (size_t)n * k, 256), 256, 0, e->s>>>(y, e->params + l->b_off, n, k);
+            IH_CUDA_LAUNCHED("bias_add_k");
+            break;
+        }
+        case MODEL_OP_ADD: IH_TRY(DISPATCH1(tx, add_t, e, l, len, 0)); break;
+        }
+    }
+    return IH_OK;
+}
+
+static ih_err backward(net *e, int n)
+{
+    const model_graph *g = e->g;
+    static const float one = 1.0f, zero = 0.0f;
+    for (int i = g->nlayers - 1; i >= 0; i--) {
+        const model_layer *l = &g->layers[i];
+        const model_shape *xs = &g->tensors[l->in[0]];
+        size_t len = (size_t)n * xs->h * xs->w * xs->c;
+        int tx = e->dt[l->in[0]], ty = e->dt[l->out];
+        switch (l->op) {
+        case MODEL_OP_CONV: {
+            conv_plan *p = &e->conv[i];
+            int b16 = tx == BF16;
+            void *dw = b16 ? (void *)(e->wgrad16 + l->w_off) : (void *)(e->grads + l->w_off);
+            IH_CUDNN(cudnnConvolutionBackwardFilter(e->dnn, &one, p->x, e->val[l->in[0]], p->y,
+                                                    e->grad[l->out], p->cw, p->wa, e->ws,
+                                                    e->ws_bytes, b16 ? &zero : &one, p->w, dw));
+            if (l->accum[0] >= 0) {
+                const void *w = b16 ? (const void *)(e->params16 + l->w_off)
+                                    : (const void *)(e->params + l->w_off);
+                IH_CUDNN(cudnnConvolutionBackwardData(e->dnn, &one, p->w, w, p->y, e->grad[l->out],
+                                                      p->cd, p->da, e->ws, e->ws_bytes,
+                                                      l->accum[0] > 0 ? &one : &zero, p->x,
+                                                      e->grad[l->in[0]]));
+            }
+            break;
+        }
+        case MODEL_OP_BN: IH_TRY(DISPATCH2(tx, ty, bn_bwd_t, e, l, n)); break;
+        case MODEL_OP_RELU:
+            if (!(i > 0 && e->fuse[i - 1])) IH_TRY(DISPATCH1(tx, relu_t, e, l->in[0], len, 1));
+            break;
+        case MODEL_OP_MAXPOOL: IH_TRY(DISPATCH1(tx, maxpool_t, e, l, n, 1)); break;
+        case MODEL_OP_AVGPOOL: IH_TRY(DISPATCH1(tx, avgpool_t, e, l, n, 1)); break;
+        case MODEL_OP_FC: {
+            int cin = xs->c, k = l->k;
+            const float *x = (const float *)e->val[l->in[0]], *dy = (const float *)e->grad[l->out];
+            IH_CUBLAS(cublasSgemm(e->blas, CUBLAS_OP_N, CUBLAS_OP_T, cin, k, n, &one, x, cin, dy, k,
+                                  &one, e->grads + l->w_off, cin));
+            bias_grad_k<<<(k + 127) / 128, 128, 0, e->s>>>(dy, e->grads + l->b_off, n, k);
+            IH_CUDA_LAUNCHED("bias_grad_k");
+            if (l->accum[0] >= 0)
+                IH_CUBLAS(cublasSgemm(e->blas, CUBLAS_OP_N, CUBLAS_OP_N, cin, n, k, &one,
+                                      e->params + l->w_off, cin, dy, k,
+                                      l->accum[0] > 0 ? &one : &zero, (float *)e->grad[l->in[0]], cin));
+            break;
+        }
+        case MODEL_OP_ADD: IH_TRY(DISPATCH1(tx, add_t, e, l, len, 1)); break;
+        }
+    }
+    if (e->wgrad16) {
+        size_t np = g->nparams;
+        add_bf16_to_f32_k<<<grid_for(e, np, 256), 256, 0, e->s>>>(e->wgrad16, e->grads, np);
+        IH_CUDA_LAUNCHED("add_bf16_to_f32_k");
+    }
+    return IH_OK;
+}
+
+ih_err model_cuda_train_step(net *e, const uint8_t *images, const int32_t *labels, int n,
+                             double loss_scale, double *loss_sum, int *correct)
+{
+    const model_graph *g = e->g;
+    IH_CUDA(cudaMemcpyAsync(e->d_lab, labels, (size_t)n * sizeof(int32_t), cudaMemcpyHostToDevice, e->s));
+    IH_TRY(forward(e, images, n, 1));
+    int lt = g->layers[g->nlayers - 1].out;
+    softmax_ce_k<<<n, 32, 0, e->s>>>((const float *)e->val[lt], e->d_lab, g->num_classes, loss_scale,
+                                     (float *)e->grad[lt], e->d_loss, e->d_hit);
+    IH_CUDA_LAUNCHED("softmax_ce_k");
+    IH_TRY(backward(e, n));
+    if (!loss_sum && !correct) return IH_OK;
+    IH_CUDA(cudaMemcpyAsync(e->h_loss, e->d_loss, (size_t)n * sizeof(double), cudaMemcpyDeviceToHost, e->s));
+    IH_CUDA(cudaMemcpyAsync(e->h_hit, e->d_hit, (size_t)n * sizeof(int), cudaMemcpyDeviceToHost, e->s));
+    IH_CUDA(cudaStreamSynchronize(e->s));
+    double loss = 0;
+    int hits = 0;
+    for (int i = 0; i < n; i++) {
+        loss += e->h_loss[i];
+        hits += e->h_hit[i];
+    }
+    if (loss_sum) *loss_sum = loss;
+    if (correct) *correct = hits;
+    return IH_OK;
+}
+
+ih_err model_cuda_eval_logits(net *e, const uint8_t *images, int n, float *logits)
+{
+    const model_graph *g = e->g;
+    IH_TRY(forward(e, images, n, 0));
+    int lt = g->layers[g->nlayers - 1].out;
+    IH_CUDA(cudaMemcpyAsync(logits, e->val[lt], (size_t)n * g->num_classes * sizeof(float),
+                            cudaMemcpyDeviceToHost, e->s));
+    IH_CUDA(cudaStreamSynchronize(e->s));
+    return IH_OK;
+}

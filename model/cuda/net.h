@@ -1,0 +1,68 @@
+/* model/cuda/net.h — the CUDA executor: runs a model_graph forward and backward on one GPU
+ * (cuDNN convolutions, cuBLAS FC, small kernels for BN/ReLU/add/pool/loss), C11 interface
+ * to net.cu.
+ *
+ * Device buffers, all allocated at create for max_batch images: fp32 master parameters, fp32
+ * gradients and fp32 BN running state with the graph's offsets (the same flat layout as the
+ * CPU backend), activations and activation gradients NHWC in the compute precision, cuDNN
+ * workspace, and in bf16 mode a bf16 copy of the parameters and a bf16 scratch for conv
+ * weight gradients. A step allocates nothing.
+ * Precision: MODEL_PREC_FP32 computes everything in fp32 without TF32 (the exact mode the
+ * tests compare against the CPU); MODEL_PREC_BF16 keeps activations and conv weights in bf16
+ * on tensor cores with fp32 accumulation, fp32 BN statistics, fp32 FC/loss, fp32 master
+ * weights and fp32 gradients.
+ * Threads: one thread drives an executor. Calls block until their work is done unless said.
+ */
+#ifndef MODEL_CUDA_NET_H
+#define MODEL_CUDA_NET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+#include "model/graph.h"
+#include "model/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct model_cuda_net model_cuda_net;
+
+/* Picks the current CUDA device, creates handles, plans every convolution (algorithms from
+ * cuDNN's heuristics, deterministic ones preferred) and allocates everything. g must outlive
+ * the executor. IH_E_CUDA with the reason when there is no device or a library call fails
+ * (the message says "no CUDA device" in the first case); IH_E_USAGE for sizes that overflow. */
+ih_err model_cuda_net_create(model_cuda_net **out, const model_graph *g, int max_batch,
+                             double bn_momentum, double bn_eps, model_precision prec);
+void model_cuda_net_destroy(model_cuda_net *e);
+
+/* Host <-> device copies of the flat buffers (count from the graph). Block. */
+ih_err model_cuda_put_params(model_cuda_net *e, const float *params);
+ih_err model_cuda_put_grads(model_cuda_net *e, const float *grads);
+ih_err model_cuda_put_state(model_cuda_net *e, const float *state);
+ih_err model_cuda_get_grads(model_cuda_net *e, float *grads);
+ih_err model_cuda_get_state(model_cuda_net *e, float *state);
+ih_err model_cuda_zero_grads(model_cuda_net *e);
+
+/* Training step as model_train_step on host images/labels (copied in): forward, softmax
+ * cross-entropy scaled by loss_scale, backward ADDING to the device gradients, running
+ * statistics updated. loss_sum/correct may be NULL; when both are, the call returns once the
+ * work is queued (images and labels are already copied). Labels must be valid. */
+ih_err model_cuda_train_step(model_cuda_net *e, const uint8_t *images, const int32_t *labels,
+                             int n, double loss_scale, double *loss_sum, int *correct);
+
+/* Inference with running statistics; writes n*num_classes logits to host memory. */
+ih_err model_cuda_eval_logits(model_cuda_net *e, const uint8_t *images, int n, float *logits);
+
+/* Waits for all queued work. */
+ih_err model_cuda_sync(model_cuda_net *e);
+
+/* 1 when a CUDA device is usable, else 0 and a one-line reason in why (may be NULL). */
+int model_cuda_available(char *why, size_t why_len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

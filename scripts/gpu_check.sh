@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# scripts/gpu_check.sh — the one call to make on a lent GPU machine: unpack the carried .debs,
+# build with CUDA, run the GPU tests (the CUDA backend through the same test sources as the
+# CPU, and CUDA vs CPU on the same weights in fp32 and bf16), then benchmark ResNet-50
+# training steps (synthetic input, n = 32 and 256) against torchvision's resnet50 under
+# PyTorch bf16 autocast + channels-last in the same run, print one table, and end with
+#   RESULT gpu=... ours_n32_img_s=... torch_n32_img_s=... ours_n256_img_s=...
+#          torch_n256_img_s=... max_rel_err=...
+# max_rel_err is the worst per-tensor max|cuda-cpu|/max|cpu| of test_cuda_vs_cpu in bf16 (the
+# speed mode); max_rel_err_fp32 is the exact mode's. The CPU-only suite is CI's job and is
+# not rerun here; `./train --mode=profile` is not part of this check yet (its own issue).
+#
+# The GPU machines have nvcc and PyTorch but no libjpeg-turbo/LMDB/OpenBLAS, and cuDNN/NCCL
+# only as PyTorch's pip packages: carry the Debian packages in .dev/debs
+# (scripts/fetch-gpu-debs) and run   bash scripts/gpu_check.sh   with carry [".dev"].
+# Logs go to $OUT (or /tmp/ih-gpu-out). IH_GPU_CHECK_DRY=1 runs the shell logic without a GPU
+# (build and bench skipped, numbers "na"); IH_BENCH_MIN_RATIO=x fails when ours/torch < x.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-/tmp/ih-gpu-out}
+mkdir -p "$out"
+exec > >(tee "$out/gpu_check.log") 2>&1
+t0=$(date +%s)
+dry=${IH_GPU_CHECK_DRY:-0}
+jobs=$(nproc)
+stage() { echo "== $1 ($(( $(date +%s) - t0 ))s)"; }
+
+stage machine
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n1 | tr ' ' '_')
+gpu=${gpu:-none}
+echo "gpu: $gpu, $jobs cores"
+
+root=/tmp/ihroot
+arch=x86_64-linux-gnu
+if [ -d .dev/debs ]; then
+    mkdir -p "$root"
+    for f in .dev/debs/*.deb; do
+        if command -v dpkg-deb >/dev/null; then dpkg-deb -x "$f" "$root"
+        else (d=$(mktemp -d) && cd "$d" && ar x "$OLDPWD/$f" && tar xf data.tar.* -C "$root"); fi
+    done
+fi
+py=$(command -v python3 || echo python3)
+pyloc() { "$py" -c "import importlib.util; s=importlib.util.find_spec('$1'); print(list(s.submodule_search_locations)[0] if s else '')" 2>/dev/null; }
+cudnn=$(pyloc nvidia.cudnn); nccl=$(pyloc nvidia.nccl)
+echo "cuDNN at ${cudnn:-?}, NCCL at ${nccl:-?}"
+cudnn_lib=$(ls "$cudnn"/lib/libcudnn.so* 2>/dev/null | head -n1)
+nccl_lib=$(ls "$nccl"/lib/libnccl.so* 2>/dev/null | head -n1)
+export LD_LIBRARY_PATH="$root/usr/lib/$arch:$root/usr/lib/$arch/openblas-pthread:${cudnn:+$cudnn/lib:}${nccl:+$nccl/lib:}${LD_LIBRARY_PATH:-}"
+export LIBRARY_PATH="$root/usr/lib/$arch:${LIBRARY_PATH:-}"
+
+build=build-gpu
+gpu_rc=1
+if [ "$dry" = 1 ]; then
+    stage "dry run: no build"
+else
+    stage "configure + build"
+    blas="$root/usr/lib/$arch/openblas-pthread/libopenblas.so"
+    blas_args=()
+    [ -e "$blas" ] && blas_args=(-DBLAS_LIBRARIES="$blas" -DCBLAS_INCLUDE_DIR="$root/usr/include/$arch/openblas-pthread")
+    timeout 120 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DIH_WITH_CUDA=ON \
+        -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH="$root/usr" "${blas_args[@]}" \
+        ${cudnn_lib:+-DCUDNN_INCLUDE_DIR="$cudnn/include" -DCUDNN_LIBRARY="$cudnn_lib"} \
+        ${nccl_lib:+-DNCCL_INCLUDE_DIR="$nccl/include" -DNCCL_LIBRARY="$nccl_lib"} \
+        >"$out/configure.log" 2>&1 || { tail -n 30 "$out/configure.log"; echo "configure failed"; }
+    grep -E '\[(x| )\]' "$out/configure.log"
+    # Only what this check runs: other modules' work in progress must not stop it.
+    timeout 300 cmake --build "$build" -j "$jobs" --target test_cuda_probe test_train_step_contract \
+        test_resnet_vs_pytorch test_cuda_vs_cpu_fp32 bench_train_step >"$out/build.log" 2>&1 \
+        || { grep -E 'error|Error' "$out/build.log" | head -n 40; echo "build failed"; }
+
+    stage "GPU tests (CUDA backend vs CPU and vs PyTorch references)"
+    (cd "$build" && IH_DEBUG=INFO timeout 300 ctest -L gpu --output-on-failure) >"$out/tests.log" 2>&1
+    gpu_rc=$?
+    grep -E 'Test +#|tests passed|MAXREL|loss|FAIL' "$out/tests.log" | head -n 80
+fi
+maxrel=$(grep -h 'MAXREL bf16' "$out/tests.log" 2>/dev/null | awk '{print $3}' | tail -n1)
+maxrel32=$(grep -h 'MAXREL fp32' "$out/tests.log" 2>/dev/null | awk '{print $3}' | tail -n1)
+
+declare -A ips
+bench_one() { # who n
+    local who=$1 n=$2 iters=20 log="$out/bench.log"
+    [ "$n" -ge 256 ] && iters=10
+    if [ "$dry" = 1 ]; then ips[$who$n]=na; return; fi
+    echo "-- $who n=$n" >>"$log"
+    if [ "$who" = ours ]; then
+        timeout 150 "$build/bench/bench_train_step" --batch="$n" --iters=$iters >>"$log" 2>&1
+    else
+        PYTHONUNBUFFERED=1 timeout 150 "$py" bench/torch_train_step.py --batch "$n" --iters $iters >>"$log" 2>&1
+    fi
+    local v
+    v=$(grep "^BENCH $who .* n=$n " "$log" | tail -n1 | sed 's/.*img_s=\([0-9.]*\).*/\1/')
+    ips[$who$n]=${v:-na}
+    grep -A1 '^# arch' "$log" | tail -n1
+}
+stage "benchmark: ResNet-50 training step (fwd+loss+bwd, no optimiser), synthetic 224x224, bf16"
+for n in 32 256; do bench_one ours $n; bench_one torch $n; done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a+0 > 0 && b+0 > 0) printf "%.2f", a/b; else print "na" }'; }
+stage summary
+printf '# %-10s %-6s %14s %14s %12s\n' "model" "n" "ours(img/s)" "torch(img/s)" "ours/torch"
+for n in 32 256; do
+    printf '  %-10s %-6s %14s %14s %12s\n' resnet50 "$n" "${ips[ours$n]}" "${ips[torch$n]}" \
+        "$(ratio "${ips[ours$n]}" "${ips[torch$n]}")"
+done
+echo "# GPU tests rc=$gpu_rc, max_rel_err bf16=${maxrel:-na} fp32=${maxrel32:-na}; $(( $(date +%s) - t0 ))s in all"
+rc=$gpu_rc
+if [ -n "${IH_BENCH_MIN_RATIO:-}" ]; then
+    for n in 32 256; do
+        r=$(ratio "${ips[ours$n]}" "${ips[torch$n]}")
+        awk -v r="$r" -v m="$IH_BENCH_MIN_RATIO" 'BEGIN { exit !(r != "na" && r+0 >= m+0) }' \
+            || { echo "ratio at n=$n is $r < IH_BENCH_MIN_RATIO=$IH_BENCH_MIN_RATIO"; rc=1; }
+    done
+fi
+echo "RESULT gpu=$gpu ours_n32_img_s=${ips[ours32]} torch_n32_img_s=${ips[torch32]} ours_n256_img_s=${ips[ours256]} torch_n256_img_s=${ips[torch256]} max_rel_err=${maxrel:-na} max_rel_err_fp32=${maxrel32:-na} gpu_tests_rc=$gpu_rc"
+exit $rc

@@ -1,0 +1,139 @@
+/* test_cuda_vs_cpu — the CUDA backend against the CPU backend (the oracle) on the same weights,
+ * running stats and batch: eval logits before the step, the training loss and top-1, every
+ * gradient segment, the updated running statistics, and eval logits after the step, for
+ * resnet8 (CIFAR-style), slim ResNet-50s (ImageNet stem, bottlenecks; width 8, and width 4
+ * whose 4-channel tensors take the kernels' scalar path) and a slim resnet18.
+ * BN gammas and betas are randomised first, so no residual branch starts dead (the paper's
+ * zero-gamma init would make half the gradients exactly 0 on both sides).
+ * Tolerances, per tensor with scale = max|ref| of that tensor:
+ *   fp32 (exact mode: FMA math, no TF32): |a-b| <= 2e-4*scale + 2e-3*|ref| elementwise;
+ *   bf16 (activations and conv weights rounded to 8 bits of mantissa, about 50 layers deep):
+ *     ||a-b||_2 <= 0.1 * ||ref||_2 per tensor, and the loss within 2%.
+ * Prints "MAXREL <prec> <max over tensors of max|a-b|/scale>" for scripts/gpu_check.sh.
+ * Usage: test_cuda_vs_cpu [--prec=fp32|bf16]; exit 77 without a device.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/graph.h"
+#include "model/model.h"
+#include "tests/model/fd_check.h"
+
+static model_precision g_prec = MODEL_PREC_FP32;
+static double g_maxrel;
+
+/* One named tensor; returns its max|a-b| / max|ref|. */
+static void cmp(const char *net, const char *name, const float *got, const float *ref, size_t n)
+{
+    double scale = 0, num = 0, den = 0, maxd = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - ref[i]);
+        scale = fmax(scale, fabs(ref[i]));
+        maxd = fmax(maxd, isnan(got[i]) ? INFINITY : d);
+        num += d * d;
+        den += (double)ref[i] * ref[i];
+    }
+    double rel = scale > 0 ? maxd / scale : maxd;
+    if (rel > g_maxrel) g_maxrel = rel;
+    char nm[200];
+    snprintf(nm, sizeof nm, "%s: %s", net, name);
+    if (g_prec == MODEL_PREC_FP32) {
+        double *g = malloc(n * sizeof(double)), *r = malloc(n * sizeof(double));
+        for (size_t i = 0; i < n; i++) g[i] = got[i], r[i] = ref[i];
+        compare_arrays(nm, g, r, n, 2e-4 * scale + 1e-30, 2e-3);
+        free(g);
+        free(r);
+    } else {
+        double l2 = den > 0 ? sqrt(num / den) : sqrt(num);
+        CHECK(l2 <= 0.1 && !isnan(l2), "%s: relative L2 error %.3g > 0.1 (max abs %.3g, scale %.3g)",
+              nm, l2, maxd, scale);
+    }
+}
+
+static void run(const char *arch, int width, int size, int classes, int n)
+{
+    model_cfg cfg = {arch, classes, size, n, MODEL_BACKEND_CPU, 0.1f, 1e-5f};
+    model_net *cpu = NULL, *gpu = NULL;
+    char net[64];
+    snprintf(net, sizeof net, "%s_w%d@%d", arch, width, size);
+    CHECK(model_net_create_full(&cpu, &cfg, width, MODEL_PREC_FP32) == IH_OK, "%s", ih_last_error());
+    cfg.backend = MODEL_BACKEND_CUDA;
+    CHECK(model_net_create_full(&gpu, &cfg, width, g_prec) == IH_OK, "%s: %s", net, ih_last_error());
+    if (!cpu || !gpu) goto out;
+    size_t np = model_num_params(cpu), ns = model_num_state(cpu);
+    CHECK(np == model_num_params(gpu) && ns == model_num_state(gpu), "%s: same layout", net);
+
+    model_init_params(cpu, 7);
+    const model_param_seg *segs;
+    size_t nseg = model_param_segments(cpu, &segs);
+    float *p = model_params(cpu);
+    ih_rng r = ih_rng_make(11, 0, 0);
+    for (size_t s = 0; s < nseg; s++)
+        for (size_t i = 0; i < segs[s].count; i++) {
+            if (segs[s].kind == MODEL_PARAM_BN_GAMMA) p[segs[s].offset + i] = (float)(0.5 + ih_rng_uniform(&r));
+            if (segs[s].kind == MODEL_PARAM_BN_BETA) p[segs[s].offset + i] = (float)(0.2 * ih_rng_normal(&r));
+        }
+    float *st = model_state(cpu);
+    for (size_t i = 0; i < ns; i++) st[i] = (float)(i % 2 ? 0.5 + ih_rng_uniform(&r) : 0.1 * ih_rng_normal(&r));
+    memcpy(model_params(gpu), model_params(cpu), np * sizeof(float));
+    memcpy(model_state(gpu), model_state(cpu), ns * sizeof(float));
+
+    size_t nimg = (size_t)n * size * size * 3;
+    uint8_t *img = malloc(nimg);
+    int32_t *lab = malloc((size_t)n * sizeof(int32_t));
+    float *lc = malloc((size_t)n * classes * sizeof(float)), *lg = malloc((size_t)n * classes * sizeof(float));
+    for (size_t i = 0; i < nimg; i++) img[i] = (uint8_t)ih_rng_below(&r, 256);
+    for (int i = 0; i < n; i++) lab[i] = (int32_t)ih_rng_below(&r, (uint64_t)classes);
+
+    CHECK(model_eval_logits(cpu, img, n, lc) == IH_OK, "%s", ih_last_error());
+    CHECK(model_eval_logits(gpu, img, n, lg) == IH_OK, "%s: eval: %s", net, ih_last_error());
+    cmp(net, "eval logits (initial running stats)", lg, lc, (size_t)n * classes);
+
+    double loss_c = 0, loss_g = 0;
+    int hit_c = 0, hit_g = 0;
+    model_zero_grads(cpu);
+    model_zero_grads(gpu);
+    const float scale = 1.0f / (float)n;
+    CHECK(model_train_step(cpu, img, lab, n, scale, &loss_c, &hit_c) == IH_OK, "%s", ih_last_error());
+    CHECK(model_train_step(gpu, img, lab, n, scale, &loss_g, &hit_g) == IH_OK, "%s: step: %s", net,
+          ih_last_error());
+    double ltol = g_prec == MODEL_PREC_FP32 ? 1e-4 : 2e-2;
+    CHECK(ih_close(loss_g, loss_c, 0, ltol), "%s: loss %.8g vs CPU %.8g", net, loss_g, loss_c);
+    if (g_prec == MODEL_PREC_FP32) CHECK(hit_g == hit_c, "%s: top-1 %d vs CPU %d", net, hit_g, hit_c);
+    printf("%s %s: loss %.6f (CPU %.6f), top-1 %d (CPU %d)\n", net,
+           g_prec == MODEL_PREC_FP32 ? "fp32" : "bf16", loss_g, loss_c, hit_g, hit_c);
+    const float *gc = model_grads(cpu), *gg = model_grads(gpu);
+    for (size_t s = 0; s < nseg; s++)
+        cmp(net, segs[s].name, gg + segs[s].offset, gc + segs[s].offset, segs[s].count);
+    cmp(net, "BN running stats", model_state(gpu), model_state(cpu), ns);
+    CHECK(model_eval_logits(cpu, img, n, lc) == IH_OK, "%s", ih_last_error());
+    CHECK(model_eval_logits(gpu, img, n, lg) == IH_OK, "%s: eval: %s", net, ih_last_error());
+    cmp(net, "eval logits (updated running stats)", lg, lc, (size_t)n * classes);
+    free(img);
+    free(lab);
+    free(lc);
+    free(lg);
+out:
+    model_net_destroy(cpu);
+    model_net_destroy(gpu);
+}
+
+int main(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--prec=bf16")) g_prec = MODEL_PREC_BF16;
+        else if (strcmp(argv[i], "--prec=fp32")) {
+            fprintf(stderr, "usage: %s [--prec=fp32|bf16]\n", argv[0]);
+            return 2;
+        }
+    }
+    char why[200];
+    if (!model_backend_available(MODEL_BACKEND_CUDA, why, sizeof why)) SKIP("%s", why);
+    run("resnet8", 0, 16, 10, 8);
+    run("resnet50", 8, 64, 10, 4);
+    run("resnet18", 8, 32, 5, 6);
+    if (g_prec == MODEL_PREC_FP32) run("resnet50", 4, 32, 10, 4);
+    printf("MAXREL %s %.3e\n", g_prec == MODEL_PREC_FP32 ? "fp32" : "bf16", g_maxrel);
+    return ih_test_result();
+}
