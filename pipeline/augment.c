@@ -1,4 +1,4 @@
-/* pipeline/augment.c — crop boxes and bilinear resize (see augment.h). */
+/* pipeline/augment.c — crop boxes (see augment.h). */
 #include "augment.h"
 
 #include <math.h>
@@ -54,43 +54,4 @@ void pipe_crop_eval(int W, int H, int resize, int crop, pipe_crop *out)
     out->x = (W - bw) / 2;
     out->y = (H - bh) / 2;
     out->flip = 0;
-}
-
-size_t pipe_resize_scratch_bytes(int ow) { return (size_t)ow * (2 * sizeof(int) + sizeof(float)); }
-
-void pipe_resize_bilinear(const uint8_t *src, int sw, int sh, size_t stride, double bx, double by,
-                          double bw, double bh, int flip, uint8_t *dst, int ow, int oh, void *tab)
-{
-    int *x0 = tab, *x1 = x0 + ow;
-    float *fx = (float *)(x1 + ow);
-    double sx = bw / ow, sy = bh / oh;
-    for (int ox = 0; ox < ow; ox++) {
-        double u = bx + (ox + 0.5) * sx - 0.5;
-        if (u < 0) u = 0;
-        if (u > sw - 1) u = sw - 1;
-        int i = (int)u;
-        int o = flip ? ow - 1 - ox : ox;
-        x0[o] = i * 3;
-        x1[o] = (i + 1 < sw ? i + 1 : i) * 3;
-        fx[o] = (float)(u - i);
-    }
-    for (int oy = 0; oy < oh; oy++) {
-        double v = by + (oy + 0.5) * sy - 0.5;
-        if (v < 0) v = 0;
-        if (v > sh - 1) v = sh - 1;
-        int j = (int)v;
-        float wy = (float)(v - j);
-        const uint8_t *r0 = src + (size_t)j * stride;
-        const uint8_t *r1 = src + (size_t)(j + 1 < sh ? j + 1 : j) * stride;
-        uint8_t *d = dst + (size_t)oy * ow * 3;
-        for (int o = 0; o < ow; o++) {
-            float a = fx[o];
-            for (int c = 0; c < 3; c++) {
-                float top = r0[x0[o] + c] + a * (float)(r0[x1[o] + c] - r0[x0[o] + c]);
-                float bot = r1[x0[o] + c] + a * (float)(r1[x1[o] + c] - r1[x0[o] + c]);
-                float val = top + wy * (bot - top);
-                d[o * 3 + c] = (uint8_t)(val + 0.5f);
-            }
-        }
-    }
 }

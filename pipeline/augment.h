@@ -1,5 +1,5 @@
 /* pipeline/augment.h — crop boxes (train: RandomResizedCrop + flip; eval: resize + center
- * crop) and the bilinear resampler that writes the output image.
+ * crop); the resampler that writes the output image is pipeline/resize.h.
  *
  * Boxes are in source-pixel edge coordinates: the box covers [x, x+w) x [y, y+h) of the
  * original image, so a box maps to a DCT-scaled image (scale s) as [x*s, (x+w)*s).
@@ -34,13 +34,5 @@ void pipe_crop_train(uint64_t seed, uint64_t epoch, uint64_t sample, int W, int 
 /* Eval box: the center crop x crop window of the image resized so its shorter side is
  * `resize`, expressed in source pixels (torchvision Resize(resize) + CenterCrop(crop)). */
 void pipe_crop_eval(int W, int H, int resize, int crop, pipe_crop *out);
-
-/* Bilinear resampling of box (bx, by, bw, bh), in the coordinates of `src` (sw x sh RGB,
- * row stride `stride` bytes), into dst (ow x oh RGB, packed), mirrored if flip. Sample
- * positions are pixel centers: x = bx + (ox + 0.5) * bw / ow - 0.5, clamped to the image.
- * `tab` is scratch of at least 2*ow ints + ow floats (pipe_resize_scratch_bytes). */
-size_t pipe_resize_scratch_bytes(int ow);
-void pipe_resize_bilinear(const uint8_t *src, int sw, int sh, size_t stride, double bx, double by,
-                          double bw, double bh, int flip, uint8_t *dst, int ow, int oh, void *tab);
 
 #endif
