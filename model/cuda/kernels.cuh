@@ -432,6 +432,42 @@ __global__ void softmax_ce_k(const float *z, const int32_t *labels, int k, doubl
     }
 }
 
+/* ---- the input: uint8 HWC RGB -> normalised, channels padded with zeros to cpad ---- */
+
+/* cuDNN's NHWC kernels want 16-byte channel rows, so the 3-channel input (and the stem conv's
+ * weights) are stored with cpad = 4 (fp32) or 8 (bf16) channels. */
+template <typename T>
+__global__ void input_pad_k(const uint8_t *in, T *x, size_t npix, int cpad, float mr, float mg,
+                            float mb, float ir, float ig, float ib)
+{
+    GRID_STRIDE(p, npix, 1)
+    {
+        const uint8_t *q = in + 3 * p;
+        T *o = x + p * cpad;
+        o[0] = fromf<T>(((float)q[0] - mr) * ir);
+        o[1] = fromf<T>(((float)q[1] - mg) * ig);
+        o[2] = fromf<T>(((float)q[2] - mb) * ib);
+        for (int j = 3; j < cpad; j++) o[j] = fromf<T>(0.f);
+    }
+}
+
+/* w [rows][c] fp32 -> wp [rows][cpad] (zeros beyond c), and dwp back: dw[rows][c] += dwp. */
+template <typename T>
+__global__ void pad_weights_k(const float *w, T *wp, size_t rows, int c, int cpad)
+{
+    GRID_STRIDE(e, rows * cpad, 1)
+    {
+        int j = (int)(e % cpad);
+        wp[e] = fromf<T>(j < c ? w[e / cpad * c + j] : 0.f);
+    }
+}
+
+template <typename T>
+__global__ void unpad_add_k(const T *dwp, float *dw, size_t rows, int c, int cpad)
+{
+    GRID_STRIDE(e, rows * c, 1) dw[e] += tof(dwp[e / c * cpad + e % c]);
+}
+
 /* ---- master weights and gradients ---- */
 
 __global__ void f32_to_bf16_k(const float *a, bf16 *b, size_t len)

@@ -6,10 +6,11 @@
  * cuDNN's heuristics (cudnnGet*Algorithm_v7): the first one that is supported, fits the
  * workspace cap, is deterministic (so the same batch gives the same bits, as on the CPU) and,
  * in the fp32 exact mode, uses plain FMA math (no TF32). One workspace for all layers.
- * Precision of tensors: the normalised input is fp32; a conv's output has its input's type;
- * BN writes the compute type (bf16 in bf16 mode), so only the stem conv (3 input channels,
- * which tensor-core kernels do not take) runs in fp32/TF32; pooled features and logits are
- * fp32. bf16 convs read a bf16 copy of the master weights (made when parameters are put) and
+ * Precision of tensors: the normalised input has the compute type, with its 3 channels
+ * padded to 16 bytes (4 fp32 or 8 bf16; cuDNN 9 has no NHWC kernel for 3 fp32 channels), and
+ * the stem conv reads a padded copy of its weights and writes a padded weight gradient that
+ * is folded back; a conv's output has its input's type; BN writes the compute type; pooled
+ * features and logits are fp32. bf16 convs read a bf16 copy of the master weights (made when parameters are put) and
  * write weight gradients to a bf16 scratch with the same offsets, added into the fp32
  * gradients once per step; fp32 convs, BN and FC use and accumulate the fp32 buffers directly.
  */
@@ -25,6 +26,7 @@
 #include "model/cuda/kernels.cuh"
 #include "model/cuda/net.h"
 #include "model/cuda/probe.h"
+#include "model/input_norm.h"
 
 enum { F32 = 0, BF16 = 1 };
 enum { PMAX = 1024 };                          /* row blocks of a BN reduction */
@@ -49,6 +51,8 @@ struct model_cuda_net {
     cublasHandle_t blas;
     float *params, *grads, *state; /* fp32 master, flat */
     bf16 *params16, *wgrad16;      /* bf16 mode only */
+    int cpad;                      /* channels of the stored input tensor (3 padded) */
+    void *wpad, *dwpad;            /* the input conv's padded weights and weight gradient */
     unsigned char *arena;
     void **val, **grad;            /* per tensor; grad[0] = NULL */
     int *dt;                       /* per tensor: F32 or BF16 */
@@ -270,7 +274,8 @@ static ih_err conv_set_batch(net *e, conv_plan *p, const model_layer *l, int n)
 {
     const model_shape *xs = &e->g->tensors[l->in[0]], *ys = &e->g->tensors[l->out];
     cudnnDataType_t t = dnn_type(e->dt[l->in[0]]);
-    IH_CUDNN(cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NHWC, t, n, xs->c, xs->h, xs->w));
+    int c = l->in[0] == 0 ? e->cpad : xs->c;
+    IH_CUDNN(cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NHWC, t, n, c, xs->h, xs->w));
     IH_CUDNN(cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NHWC, t, n, ys->c, ys->h, ys->w));
     return IH_OK;
 }
@@ -305,7 +310,8 @@ static ih_err conv_plan_create(net *e, int li, size_t *ws_need)
     IH_CUDNN(cudnnCreateConvolutionDescriptor(&p->cd));
     IH_CUDNN(cudnnCreateConvolutionDescriptor(&p->cw));
     IH_TRY(conv_set_batch(e, p, l, e->max_batch));
-    IH_CUDNN(cudnnSetFilter4dDescriptor(p->w, dnn_type(dt), CUDNN_TENSOR_NHWC, l->k, xs->c, l->r, l->s));
+    IH_CUDNN(cudnnSetFilter4dDescriptor(p->w, dnn_type(dt), CUDNN_TENSOR_NHWC, l->k,
+                                        l->in[0] == 0 ? e->cpad : xs->c, l->r, l->s));
     cudnnMathType_t math = exact ? CUDNN_FMA_MATH : dt == BF16 ? CUDNN_TENSOR_OP_MATH : CUDNN_DEFAULT_MATH;
     cudnnConvolutionDescriptor_t cds[3] = {p->cf, p->cd, p->cw};
     for (int i = 0; i < 3; i++) {
@@ -318,7 +324,22 @@ static ih_err conv_plan_create(net *e, int li, size_t *ws_need)
     IH_CUDNN(cudnnGetConvolutionForwardAlgorithm_v7(e->dnn, p->x, p->w, p->cf, p->y,
                                                     CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &cnt, fr));
     PICK_ALGO(fr, cnt, WS_CAP, q);
-    if (q < 0) goto none;
+    if (q < 0) { /* heuristics found nothing: take the first algorithm that says it can */
+        for (int a = 0; a < CUDNN_CONVOLUTION_FWD_ALGO_COUNT && q < 0; a++) {
+            size_t sz = 0;
+            if (cudnnGetConvolutionForwardWorkspaceSize(e->dnn, p->x, p->w, p->cf, p->y,
+                    (cudnnConvolutionFwdAlgo_t)a, &sz) == CUDNN_STATUS_SUCCESS && sz <= WS_CAP) {
+                q = 0;
+                fr[0].algo = (cudnnConvolutionFwdAlgo_t)a;
+                fr[0].memory = sz;
+                fr[0].mathType = math;
+            }
+        }
+        IH_WARN("model cuda: conv layer %d: no forward algorithm from cuDNN's heuristics (%d "
+                "results, first status %s); fallback: %d", li, cnt,
+                cnt ? cudnnGetErrorString(fr[0].status) : "-", q < 0 ? -1 : (int)fr[0].algo);
+        if (q < 0) goto none;
+    }
     p->fa = fr[q].algo;
     if (!exact) IH_CUDNN(cudnnSetConvolutionMathType(p->cf, fr[q].mathType));
     if (fr[q].memory > *ws_need) *ws_need = fr[q].memory;
@@ -328,7 +349,21 @@ static ih_err conv_plan_create(net *e, int li, size_t *ws_need)
         IH_CUDNN(cudnnGetConvolutionBackwardDataAlgorithm_v7(
             e->dnn, p->w, p->y, p->cd, p->x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &cnt, dr));
         PICK_ALGO(dr, cnt, WS_CAP, q);
-        if (q < 0) goto none;
+        if (q < 0) {
+            for (int a = 0; a < CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT && q < 0; a++) {
+                size_t sz = 0;
+                if (cudnnGetConvolutionBackwardDataWorkspaceSize(e->dnn, p->w, p->y, p->cd, p->x,
+                        (cudnnConvolutionBwdDataAlgo_t)a, &sz) == CUDNN_STATUS_SUCCESS && sz <= WS_CAP) {
+                    q = 0;
+                    dr[0].algo = (cudnnConvolutionBwdDataAlgo_t)a;
+                    dr[0].memory = sz;
+                    dr[0].mathType = math;
+                }
+            }
+            IH_WARN("model cuda: conv layer %d: no backward-data algorithm from the heuristics; "
+                    "fallback: %d", li, q < 0 ? -1 : (int)dr[0].algo);
+            if (q < 0) goto none;
+        }
         p->da = dr[q].algo;
         if (!exact) IH_CUDNN(cudnnSetConvolutionMathType(p->cd, dr[q].mathType));
         if (dr[q].memory > *ws_need) *ws_need = dr[q].memory;
@@ -337,7 +372,21 @@ static ih_err conv_plan_create(net *e, int li, size_t *ws_need)
     IH_CUDNN(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
         e->dnn, p->x, p->y, p->cw, p->w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &cnt, wr));
     PICK_ALGO(wr, cnt, WS_CAP, q);
-    if (q < 0) goto none;
+    if (q < 0) {
+        for (int a = 0; a < CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT && q < 0; a++) {
+            size_t sz = 0;
+            if (cudnnGetConvolutionBackwardFilterWorkspaceSize(e->dnn, p->x, p->y, p->cw, p->w,
+                    (cudnnConvolutionBwdFilterAlgo_t)a, &sz) == CUDNN_STATUS_SUCCESS && sz <= WS_CAP) {
+                q = 0;
+                wr[0].algo = (cudnnConvolutionBwdFilterAlgo_t)a;
+                wr[0].memory = sz;
+                wr[0].mathType = math;
+            }
+        }
+        IH_WARN("model cuda: conv layer %d: no backward-filter algorithm from the heuristics; "
+                "fallback: %d", li, q < 0 ? -1 : (int)wr[0].algo);
+        if (q < 0) goto none;
+    }
     p->wa = wr[q].algo;
     if (!exact) IH_CUDNN(cudnnSetConvolutionMathType(p->cw, wr[q].mathType));
     if (wr[q].memory > *ws_need) *ws_need = wr[q].memory;
@@ -404,7 +453,7 @@ void model_cuda_net_destroy(net *e)
             if (p->cw) cudnnDestroyConvolutionDescriptor(p->cw);
         }
     /* Errors while tearing down are not actionable; the first error was reported already. */
-    void *bufs[] = {e->params, e->grads,  e->state,   e->params16, e->wgrad16, e->arena,
+    void *bufs[] = {e->wpad,   e->dwpad,  e->params, e->grads,  e->state,   e->params16, e->wgrad16, e->arena,
                     e->aux,    e->partial, e->argmax, e->ws,       e->d_img,   e->d_lab,
                     e->d_loss, e->d_hit};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
@@ -453,7 +502,8 @@ static ih_err create_inner(net *e)
 
     /* dtypes (see the file header) and fusion of BN/ADD + in-place ReLU */
     int cdt = e->prec == MODEL_PREC_BF16 ? BF16 : F32;
-    e->dt[0] = F32;
+    e->dt[0] = cdt;
+    e->cpad = cdt == BF16 ? 8 : 4;
     for (int i = 0; i < nl; i++) {
         const model_layer *l = &g->layers[i];
         int in = e->dt[l->in[0]];
@@ -477,14 +527,16 @@ static ih_err create_inner(net *e)
     size_t total = 0, aux = 0, args = 0;
     int cmax = 1;
     for (int t = 0; t < nt; t++) {
-        size_t b = ((size_t)B * tsize(g, t) * elsize(e->dt[t]) + 255) & ~(size_t)255;
+        size_t sz = t == 0 ? tsize(g, 0) / 3 * e->cpad : tsize(g, t);
+        size_t b = ((size_t)B * sz * elsize(e->dt[t]) + 255) & ~(size_t)255;
         total += b * (t > 0 ? 2 : 1);
         if (g->tensors[t].c > cmax) cmax = g->tensors[t].c;
     }
     IH_CUDA(cudaMalloc((void **)&e->arena, total));
     size_t off = 0;
     for (int t = 0; t < nt; t++) {
-        size_t b = ((size_t)B * tsize(g, t) * elsize(e->dt[t]) + 255) & ~(size_t)255;
+        size_t sz = t == 0 ? tsize(g, 0) / 3 * e->cpad : tsize(g, t);
+        size_t b = ((size_t)B * sz * elsize(e->dt[t]) + 255) & ~(size_t)255;
         e->val[t] = e->arena + off;
         off += b;
         if (t > 0) {
@@ -494,6 +546,14 @@ static ih_err create_inner(net *e)
     }
     for (int i = 0; i < nl; i++) {
         const model_layer *l = &g->layers[i];
+        if (l->op == MODEL_OP_CONV && l->in[0] == 0) {
+            if (e->wpad || l->accum[0] >= 0)
+                return ih_fail(IH_E_INTERNAL, "model cuda: layer %d: only one conv may read the "
+                               "input, and it needs no input gradient", i);
+            size_t pb = (size_t)l->k * l->r * l->s * e->cpad * elsize(e->dt[0]);
+            IH_CUDA(cudaMalloc(&e->wpad, pb));
+            IH_CUDA(cudaMalloc(&e->dwpad, pb));
+        }
         if (l->op == MODEL_OP_BN) {
             e->aux_off[i] = aux;
             aux += 7 * (size_t)g->tensors[l->out].c;
@@ -567,6 +627,18 @@ ih_err model_cuda_put_params(net *e, const float *params)
         f32_to_bf16_k<<<grid_for(e, np, 256), 256, 0, e->s>>>(e->params, e->params16, np);
         IH_CUDA_LAUNCHED("f32_to_bf16_k");
     }
+    for (int i = 0; i < e->g->nlayers; i++) {
+        const model_layer *l = &e->g->layers[i];
+        if (l->op != MODEL_OP_CONV || l->in[0] != 0) continue;
+        size_t rows = (size_t)l->k * l->r * l->s;
+        if (e->dt[0] == BF16)
+            pad_weights_k<bf16><<<grid_for(e, rows * e->cpad, 256), 256, 0, e->s>>>(
+                e->params + l->w_off, (bf16 *)e->wpad, rows, 3, e->cpad);
+        else
+            pad_weights_k<float><<<grid_for(e, rows * e->cpad, 256), 256, 0, e->s>>>(
+                e->params + l->w_off, (float *)e->wpad, rows, 3, e->cpad);
+        IH_CUDA_LAUNCHED("pad_weights_k");
+    }
     IH_CUDA(cudaStreamSynchronize(e->s));
     return IH_OK;
 }
@@ -620,7 +692,18 @@ static ih_err forward(net *e, const uint8_t *images, int n, int train)
     IH_TRY(set_batch(e, n));
     size_t npix = (size_t)n * g->image_size * g->image_size;
     IH_CUDA(cudaMemcpyAsync(e->d_img, images, npix * 3, cudaMemcpyHostToDevice, e->s));
-    IH_TRY(model_cuda_input_normalize(e->d_img, (float *)e->val[0], npix, e->s));
+    {
+        const float mr = (float)(255 * MODEL_MEAN_R), mg = (float)(255 * MODEL_MEAN_G),
+                    mb = (float)(255 * MODEL_MEAN_B), ir = (float)(1.0 / (255 * MODEL_STD_R)),
+                    ig = (float)(1.0 / (255 * MODEL_STD_G)), ib = (float)(1.0 / (255 * MODEL_STD_B));
+        if (e->dt[0] == BF16)
+            input_pad_k<bf16><<<grid_for(e, npix, 256), 256, 0, e->s>>>(
+                e->d_img, (bf16 *)e->val[0], npix, e->cpad, mr, mg, mb, ir, ig, ib);
+        else
+            input_pad_k<float><<<grid_for(e, npix, 256), 256, 0, e->s>>>(
+                e->d_img, (float *)e->val[0], npix, e->cpad, mr, mg, mb, ir, ig, ib);
+        IH_CUDA_LAUNCHED("input_pad_k");
+    }
     for (int i = 0; i < g->nlayers; i++) {
         const model_layer *l = &g->layers[i];
         const model_shape *xs = &g->tensors[l->in[0]];
@@ -629,8 +712,9 @@ static ih_err forward(net *e, const uint8_t *images, int n, int train)
         switch (l->op) {
         case MODEL_OP_CONV: {
             conv_plan *p = &e->conv[i];
-            const void *w = tx == BF16 ? (const void *)(e->params16 + l->w_off)
-                                       : (const void *)(e->params + l->w_off);
+            const void *w = l->in[0] == 0 ? (const void *)e->wpad
+                            : tx == BF16  ? (const void *)(e->params16 + l->w_off)
+                                          : (const void *)(e->params + l->w_off);
             IH_CUDNN(cudnnConvolutionForward(e->dnn, &one, p->x, e->val[l->in[0]], p->w, w, p->cf,
                                              p->fa, e->ws, e->ws_bytes, &zero, p->y, e->val[l->out]));
             break;
@@ -673,10 +757,24 @@ static ih_err backward(net *e, int n)
         case MODEL_OP_CONV: {
             conv_plan *p = &e->conv[i];
             int b16 = tx == BF16;
-            void *dw = b16 ? (void *)(e->wgrad16 + l->w_off) : (void *)(e->grads + l->w_off);
+            int padded = l->in[0] == 0;
+            void *dw = padded ? e->dwpad
+                       : b16  ? (void *)(e->wgrad16 + l->w_off)
+                              : (void *)(e->grads + l->w_off);
             IH_CUDNN(cudnnConvolutionBackwardFilter(e->dnn, &one, p->x, e->val[l->in[0]], p->y,
                                                     e->grad[l->out], p->cw, p->wa, e->ws,
-                                                    e->ws_bytes, b16 ? &zero : &one, p->w, dw));
+                                                    e->ws_bytes, b16 || padded ? &zero : &one,
+                                                    p->w, dw));
+            if (padded) {
+                size_t rows = (size_t)l->k * l->r * l->s;
+                if (b16)
+                    unpad_add_k<bf16><<<grid_for(e, rows * 3, 256), 256, 0, e->s>>>(
+                        (const bf16 *)e->dwpad, e->grads + l->w_off, rows, 3, e->cpad);
+                else
+                    unpad_add_k<float><<<grid_for(e, rows * 3, 256), 256, 0, e->s>>>(
+                        (const float *)e->dwpad, e->grads + l->w_off, rows, 3, e->cpad);
+                IH_CUDA_LAUNCHED("unpad_add_k");
+            }
             if (l->accum[0] >= 0) {
                 const void *w = b16 ? (const void *)(e->params16 + l->w_off)
                                     : (const void *)(e->params + l->w_off);

@@ -53,6 +53,7 @@ int main(int argc, char **argv)
               "no usable CUDA backend: IH_E_CUDA naming it (%s)", ih_last_error());
     CHECK(model_net_create_prec(&m, &cfg, prec) == IH_OK, "%s", ih_last_error());
     CHECK(model_net_create_prec(&m2, &cfg, prec) == IH_OK, "%s", ih_last_error());
+    if (!m || !m2) return ih_test_result();
     model_init_params(m, 9);
     model_init_params(m2, 9);
     size_t np = model_num_params(m), ns = model_num_state(m);
