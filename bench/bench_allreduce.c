@@ -2,7 +2,7 @@
  * measured in the same run.
  *
  *   bench_allreduce --nproc 4 [--bytes 100M] [--algo hd|ring|auto|all] [--fabric tcp]
- *                   [--iters R] [--warmup W] [--chunk-kb KB]
+ *                   [--iters R] [--warmup W] [--chunk-kb KB] [--max-bytes SIZE]
  *
  * With --nproc N it starts N ranks on this machine through the local launcher; under mpirun,
  * srun or torchrun-style variables it runs as the rank they name. Without --bytes it sweeps
@@ -38,6 +38,7 @@ extern char **environ;
 typedef struct {
     int nproc;
     size_t bytes;     /* 0 = sweep */
+    size_t max_bytes; /* sweep limit */
     const char *algo; /* hd ring auto all */
     const char *fabric;
     int iters, warmup;
@@ -64,7 +65,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: bench_allreduce --nproc N [--bytes SIZE (e.g. 100M; default: sweep 4K..256M)]\n"
                "         [--algo hd|ring|auto|all (default all)] [--fabric tcp] [--iters R] [--warmup W]\n"
-               "         [--chunk-kb KB]\n");
+               "         [--chunk-kb KB] [--max-bytes SIZE (sweep limit)]\n");
 }
 
 /* ---- ceilings (rank 0, before the collectives) ---- */
@@ -174,7 +175,7 @@ static int run_rank(const opts *o, const comm_boot_info *b)
         return 1;
     }
     double memcpy_bw = 0, tcp1 = 0, tcp2 = 0;
-    int sockbuf = getenv("IH_COMM_SOCKBUF") ? atoi(getenv("IH_COMM_SOCKBUF")) : (4 << 20);
+    int sockbuf = getenv("IH_COMM_SOCKBUF") ? atoi(getenv("IH_COMM_SOCKBUF")) : 0; /* as comm.c */
     if (r == 0) {
         memcpy_bw = memcpy_gbps();
         tcp1 = tcp_gbps(0, sockbuf > 0 ? sockbuf : 0);
@@ -186,6 +187,7 @@ static int run_rank(const opts *o, const comm_boot_info *b)
                       32u << 20, 64u << 20, 100u << 20, 256u << 20};
     size_t nsizes = sizeof sweep / sizeof sweep[0];
     if (o->bytes) { sweep[0] = o->bytes; nsizes = 1; }
+    while (!o->bytes && o->max_bytes && nsizes > 1 && sweep[nsizes - 1] > o->max_bytes) nsizes--;
     size_t maxb = 0;
     for (size_t i = 0; i < nsizes; i++) maxb = sweep[i] > maxb ? sweep[i] : maxb;
     float *buf = malloc(maxb + 64);
@@ -275,14 +277,14 @@ fail:
 
 int main(int argc, char **argv)
 {
-    opts o = {.nproc = 0, .bytes = 0, .algo = "all", .fabric = "tcp", .iters = 0, .warmup = -1, .chunk_kb = 0};
+    opts o = {.nproc = 0, .bytes = 0, .max_bytes = 0, .algo = "all", .fabric = "tcp", .iters = 0, .warmup = -1, .chunk_kb = 0};
     static const struct option lo[] = {
         {"nproc", required_argument, 0, 'n'}, {"bytes", required_argument, 0, 'b'},
         {"algo", required_argument, 0, 'a'},  {"fabric", required_argument, 0, 'f'},
         {"iters", required_argument, 0, 'i'}, {"warmup", required_argument, 0, 'w'},
-        {"chunk-kb", required_argument, 0, 'c'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"chunk-kb", required_argument, 0, 'c'}, {"max-bytes", required_argument, 0, 'm'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int ch;
-    while ((ch = getopt_long(argc, argv, "n:b:a:f:i:w:c:h", lo, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "n:b:a:f:i:w:c:m:h", lo, NULL)) != -1) {
         switch (ch) {
         case 'n': o.nproc = atoi(optarg); break;
         case 'b':
@@ -296,6 +298,12 @@ int main(int argc, char **argv)
         case 'i': o.iters = atoi(optarg); break;
         case 'w': o.warmup = atoi(optarg); break;
         case 'c': o.chunk_kb = atoi(optarg); break;
+        case 'm':
+            if (parse_size(optarg, &o.max_bytes)) {
+                fprintf(stderr, "bench_allreduce: bad --max-bytes '%s'\n", optarg);
+                return 2;
+            }
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

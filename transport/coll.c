@@ -245,12 +245,12 @@ comm_algo comm_coll_auto_algo(const comm_ctx *c, size_t bytes)
 {
     int k = c->boot.world;
     int pow2 = (k & (k - 1)) == 0;
-    /* From bench/README.md: hd's log2 latency term wins below ~1 MiB at k >= 4; at powers of
-     * two it moves the same bytes as the ring and stays competitive at every size; elsewhere
-     * the fold-in's 2S extra bytes make the ring better for large buffers. */
+    /* Measured with bench_allreduce (bench/README.md): hd's 2 log2(p) latencies beat the
+     * ring's 2(k-1) from 4 KiB up to ~1 MiB at k = 8 and to ~256-512 KiB at k = 3 and 6 (the
+     * fold-in adds 2 full-buffer transfers); above, the ring's stream with no step barrier is
+     * as fast or faster. At k = 2 both are one exchange, and the ring pipelines its two halves. */
     if (k <= 2) return COMM_ALGO_RING;
-    if (pow2) return bytes <= ((size_t)4 << 20) ? COMM_ALGO_HD : COMM_ALGO_RING;
-    return bytes <= ((size_t)1 << 20) ? COMM_ALGO_HD : COMM_ALGO_RING;
+    return bytes <= (pow2 ? ((size_t)1 << 20) : ((size_t)512 << 10)) ? COMM_ALGO_HD : COMM_ALGO_RING;
 }
 
 ih_err comm_coll_allreduce(comm_ctx *c, float *buf, size_t n, comm_algo algo)

@@ -6,6 +6,11 @@
  * blocks until the operation completed on this rank or failed. Every collective must be
  * called by all ranks in the same order with the same sizes and algorithm.
  *
+ * Environment (tuning and debugging only; comm_opts fields win):
+ *   IH_COMM_TIMEOUT_S  no-progress timeout of every wait, seconds (default 300)
+ *   IH_COMM_CHUNK_KB   pipelining chunk (default 256)
+ *   IH_COMM_SOCKBUF    socket buffer bytes (default 0 = kernel autotuning)
+ *
  * Failure: the first error is sticky. A failing rank publishes it in the store under
  * "<ns>/abort" before closing its connections, so every other rank fails within the timeout
  * with a message naming the rank that failed first, its host, and the operation.
@@ -26,7 +31,7 @@ typedef struct {
     const char *fabric;     /* "tcp" (default) */
     int64_t timeout_ms;     /* 0: env IH_COMM_TIMEOUT_S, default 300 s */
     size_t chunk_bytes;     /* pipelining unit; 0: env IH_COMM_CHUNK_KB, default 256 KiB */
-    int sockbuf;            /* socket buffer bytes; 0: env IH_COMM_SOCKBUF, default 4 MiB; <0: kernel autotuning */
+    int sockbuf;            /* socket buffer bytes; 0: env IH_COMM_SOCKBUF, default kernel autotuning */
     int no_store_server;    /* rank 0 does not start the store (the caller hosts it) */
     const char *ns;         /* store key namespace; NULL: "c" */
 } comm_opts;
