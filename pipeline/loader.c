@@ -7,7 +7,8 @@
  * epoch, record), never on the thread, so any thread count gives the same batches.
  *
  * Undecodable records are replaced by the next decodable record (index+1, +2, ... mod N),
- * with the original sample's crop/flip draws; each is reported once (IH_WARN) and counted.
+ * with the original sample's crop/flip/colour draws; each is reported once (IH_WARN) and
+ * counted (distinct records since create, replacements per epoch).
  * LMDB failures, out-of-range labels and PIPE_MAX_REPLACE bad records in a row are sticky
  * errors: recorded once, every waiter woken, and returned by every later pipe_loader_next.
  *
@@ -25,6 +26,7 @@
 #include "core/log.h"
 #include "core/thread.h"
 #include "db.h"
+#include "augment.h"
 #include "decode.h"
 #include "record.h"
 #include "shuffle.h"
@@ -76,6 +78,10 @@ struct pipe_loader {
     char errmsg[1024];       /* guarded by mu */
     uint8_t *bad_seen;       /* guarded by mu: per record, reported already */
     int64_t bad_count;       /* guarded by mu */
+    int64_t ep_replaced;     /* guarded by mu: replacements in this epoch */
+    int64_t ep_batches, ep_images; /* guarded by mu */
+    double ep_wait_s;        /* guarded by mu */
+    int ep_logged;           /* guarded by mu */
 
     slot *slots;
     int nslots;
@@ -100,6 +106,21 @@ void pipe_cfg_defaults(pipe_cfg *c)
     c->rank = 0;
     c->world = 1;
     c->slots = 4;
+    c->flip = 1;
+}
+
+static void *slot_alloc(const pipe_cfg *c, size_t n)
+{
+    if (c->slot_alloc) return c->slot_alloc(c->slot_ctx, n);
+    void *p = NULL;
+    return posix_memalign(&p, 64, n) ? NULL : p;
+}
+
+static void slot_free(const pipe_cfg *c, void *p)
+{
+    if (!p) return;
+    if (c->slot_free) c->slot_free(c->slot_ctx, p);
+    else free(p);
 }
 
 static ih_err check_cfg(const pipe_cfg *c)
@@ -116,6 +137,11 @@ static ih_err check_cfg(const pipe_cfg *c)
             return ih_fail(IH_E_USAGE, "crop scale (%g, %g): need 0 < min <= max <= 1", c->min_scale, c->max_scale);
         if (!(c->min_aspect > 0 && c->min_aspect <= c->max_aspect))
             return ih_fail(IH_E_USAGE, "crop aspect (%g, %g): need 0 < min <= max", c->min_aspect, c->max_aspect);
+        if (!(c->brightness >= 0 && c->brightness <= 1 && c->contrast >= 0 && c->contrast <= 1 &&
+              c->saturation >= 0 && c->saturation <= 1 && c->lighting >= 0 && c->lighting <= 10))
+            return ih_fail(IH_E_USAGE, "colour jitter (%g, %g, %g) / lighting %g: need jitter in [0, 1], lighting "
+                           "in [0, 10] (fb.resnet.torch: 0.4 and 0.1)", c->brightness, c->contrast, c->saturation,
+                           c->lighting);
     } else if (c->resize < 1) {
         return ih_fail(IH_E_USAGE, "eval resize %d: must be >= 1", c->resize);
     }
@@ -176,10 +202,15 @@ static ih_err decode_sample(worker *w, int epoch, int64_t rec, uint8_t *img, int
             if (c->train) {
                 pipe_rrc p = {c->min_scale, c->max_scale, c->min_aspect, c->max_aspect};
                 pipe_crop_train(c->seed, (uint64_t)epoch, (uint64_t)rec, W, H, &p, &box);
+                if (!c->flip) box.flip = 0;
             } else {
                 pipe_crop_eval(W, H, c->resize, c->crop, &box);
             }
             e = pipe_decoder_render(w->dec, &box, c->crop, c->crop, img);
+            if (e == IH_OK && c->train) {
+                pipe_color col = {c->brightness, c->contrast, c->saturation, c->lighting};
+                pipe_color_apply(c->seed, (uint64_t)epoch, (uint64_t)rec, &col, img, (size_t)c->crop * c->crop);
+            }
         }
         if (e == IH_OK) {
             if (dm.label < 0 || dm.label >= l->num_classes) {
@@ -190,6 +221,11 @@ static ih_err decode_sample(worker *w, int epoch, int64_t rec, uint8_t *img, int
                                l->num_classes);
             }
             *label = dm.label;
+            if (t > 0) {
+                pthread_mutex_lock(&l->mu);
+                l->ep_replaced++;
+                pthread_mutex_unlock(&l->mu);
+            }
             return IH_OK;
         }
         if (e != IH_E_DATA) return e;
@@ -373,8 +409,8 @@ ih_err pipe_loader_create(pipe_loader **out, const pipe_cfg *cfg)
         goto fail;
     }
     for (int i = 0; i < l->nslots; i++) {
-        l->slots[i].images = malloc(l->img_bytes * (size_t)cfg->batch);
-        l->slots[i].labels = malloc(sizeof(int32_t) * (size_t)cfg->batch);
+        l->slots[i].images = slot_alloc(cfg, l->img_bytes * (size_t)cfg->batch);
+        l->slots[i].labels = slot_alloc(cfg, sizeof(int32_t) * (size_t)cfg->batch);
         if (!l->slots[i].images || !l->slots[i].labels) {
             e = ih_fail(IH_E_SYS, "out of memory: %d slots of %d x %dx%dx3 bytes", l->nslots, cfg->batch, cfg->crop,
                         cfg->crop);
@@ -421,8 +457,8 @@ void pipe_loader_destroy(pipe_loader *l)
         }
     if (l->slots)
         for (int i = 0; i < l->nslots; i++) {
-            free(l->slots[i].images);
-            free(l->slots[i].labels);
+            slot_free(&l->cfg, l->slots[i].images);
+            slot_free(&l->cfg, l->slots[i].labels);
         }
     free(l->slots);
     free(l->workers);
@@ -449,6 +485,28 @@ int64_t pipe_loader_bad_records(const pipe_loader *l)
     int64_t n = m->bad_count;
     pthread_mutex_unlock(&m->mu);
     return n;
+}
+
+void pipe_loader_epoch_stats(const pipe_loader *l, pipe_epoch_stats *out)
+{
+    pipe_loader *m = (pipe_loader *)l; /* the mutex is not part of the logical state */
+    pthread_mutex_lock(&m->mu);
+    out->epoch = m->epoch;
+    out->batches = m->ep_batches;
+    out->images = m->ep_images;
+    out->replaced = m->ep_replaced;
+    out->bad_records = m->bad_count;
+    out->wait_s = m->ep_wait_s;
+    pthread_mutex_unlock(&m->mu);
+}
+
+static void log_epoch(pipe_loader *l)
+{
+    pipe_epoch_stats st;
+    pipe_loader_epoch_stats(l, &st);
+    IH_INFO(IH_LOG_PIPE, "epoch %d done: %lld images in %lld batches from %s; %lld replaced (bad records: %lld "
+            "distinct so far); consumer waited %.2f s for data", st.epoch, (long long)st.images,
+            (long long)st.batches, l->path, (long long)st.replaced, (long long)st.bad_records, st.wait_s);
 }
 
 /* Under mu: returns the sticky error (copying its message to this thread) or IH_OK. */
@@ -485,6 +543,10 @@ ih_err pipe_loader_start_epoch(pipe_loader *l, int epoch, int64_t first_batch)
 
     pthread_mutex_lock(&l->mu);
     l->epoch = epoch;
+    l->ep_replaced = 0;
+    l->ep_batches = l->ep_images = 0;
+    l->ep_wait_s = 0;
+    l->ep_logged = 0;
     l->next_issue = l->next_deliver = first_batch < l->nbatches ? first_batch : l->nbatches;
     l->active = 1;
     pthread_cond_broadcast(&l->work_cv);
@@ -508,7 +570,11 @@ ih_err pipe_loader_next(pipe_loader *l, pipe_batch *out)
         }
         if (l->next_deliver >= l->nbatches) {
             out->index = l->next_deliver;
+            l->ep_wait_s += ih_now_s() - t0;
+            int log_now = !l->ep_logged;
+            l->ep_logged = 1;
             pthread_mutex_unlock(&l->mu);
+            if (log_now) log_epoch(l);
             return IH_OK;
         }
         for (int i = 0; i < l->nslots; i++) {
@@ -521,6 +587,9 @@ ih_err pipe_loader_next(pipe_loader *l, pipe_batch *out)
                 out->index = s->batch;
                 out->slot = i;
                 l->next_deliver++;
+                l->ep_batches++;
+                l->ep_images += s->n;
+                l->ep_wait_s += ih_now_s() - t0;
                 pthread_mutex_unlock(&l->mu);
                 return IH_OK;
             }

@@ -8,7 +8,9 @@
  * epoch has floor(N / (world*batch)) global batches (the remainder of the permutation is
  * dropped, so every worker sees the same number of batches); worker `rank` takes items
  * [g*world*batch + rank*batch, +batch) of the permutation for global batch g. Each sample
- * gets RandomResizedCrop + horizontal flip from the RNG keyed (seed, epoch, sample index).
+ * gets RandomResizedCrop + horizontal flip from the RNG keyed (seed, epoch, sample index),
+ * then, when switched on, fb.resnet.torch's colour jitter and PCA lighting (augment.h) from
+ * the colour stream of the same key.
  * Eval mode: records in index order, shard `rank` of `world` takes records i with
  * i % world == rank; the last batch may be short; resize shorter side then center crop.
  *
@@ -36,10 +38,23 @@ typedef struct {
     uint64_t seed;
     int rank, world;       /* this worker's shard */
     int slots;             /* batches in flight (ring size, >= 2) */
+    /* Train augmentation switches (fields added after the first release: pipe_cfg_defaults
+     * sets them; fb.resnet.torch uses flip 1, jitter 0.4/0.4/0.4, lighting 0.1). */
+    int flip;              /* 1: random horizontal flip, p = 0.5 */
+    float brightness, contrast, saturation; /* colour jitter strengths; 0: off */
+    float lighting;        /* PCA lighting alpha std; 0: off */
+    /* Slot memory (images and labels of the ring), e.g. cudaHostAlloc'd pinned memory so
+     * batches can be copied to the GPU asynchronously. NULL: malloc/free. alloc returns
+     * memory aligned to at least 64 bytes or NULL; both are called only from
+     * pipe_loader_create/destroy, on the caller's thread. */
+    void *(*slot_alloc)(void *ctx, size_t bytes);
+    void (*slot_free)(void *ctx, void *p);
+    void *slot_ctx;
 } pipe_cfg;
 
-/* Defaults: crop 224, resize 256, scale (0.08,1), aspect (3/4,4/3), 1 thread, 4 slots,
- * rank 0 of 1, train. Caller sets lmdb_path and batch. */
+/* Defaults: crop 224, resize 256, scale (0.08,1), aspect (3/4,4/3), flip on, no colour
+ * jitter or lighting, 1 thread, 4 slots, rank 0 of 1, train, malloc'd slots. Caller sets
+ * lmdb_path and batch. */
 void pipe_cfg_defaults(pipe_cfg *c);
 
 typedef struct {
@@ -76,5 +91,19 @@ void pipe_loader_release(pipe_loader *l, pipe_batch *b);
 
 /* Records that could not be decoded so far (each reported once and replaced). */
 int64_t pipe_loader_bad_records(const pipe_loader *l);
+
+/* What the current (or last) epoch delivered, for the epoch summary. */
+typedef struct {
+    int epoch;
+    int64_t batches, images;   /* delivered by pipe_loader_next since start_epoch */
+    int64_t replaced;          /* samples of this epoch whose record was undecodable and
+                                  was replaced by the next decodable one */
+    int64_t bad_records;       /* distinct bad records seen since create */
+    double wait_s;             /* time pipe_loader_next blocked waiting for batches */
+} pipe_epoch_stats;
+
+/* Fills *out. The loader also logs these as one INFO line (subsystem PIPE) when the epoch's
+ * last batch has been taken. Consumer thread; does not block beyond a mutex. */
+void pipe_loader_epoch_stats(const pipe_loader *l, pipe_epoch_stats *out);
 
 #endif

@@ -1,8 +1,9 @@
 /* test_bad_records — undecodable records (truncated JPEG, garbage, PNG bytes, an empty
  * value, a value that is not a Datum, a corrupt entropy-coded segment) are reported once each
  * with index, key and reason, replaced by the next decodable record (its label, and exactly
- * its image), counted, and never crash — in eval and train mode, with 1 and 3 threads; a
- * label outside labels.txt's classes is a sticky IH_E_DATA error from pipe_loader_next. */
+ * its image), counted (distinct records; replaced samples per epoch in pipe_loader_epoch_stats
+ * and the loader's end-of-epoch log line), and never crash — in eval and train mode, with 1
+ * and 3 threads; a label outside labels.txt's classes is a sticky IH_E_DATA error from pipe_loader_next. */
 #define _GNU_SOURCE
 #include <string.h>
 
@@ -55,6 +56,7 @@ int main(void)
     snprintf(db, sizeof db, "%s/db", dir);
     snprintf(log, sizeof log, "%s/log.txt", dir);
     setenv("IH_DEBUG_FILE", log, 1); /* before the first log line: warnings go to this file */
+    setenv("IH_DEBUG", "INFO", 1);   /* and the end-of-epoch summaries */
 
     uint8_t *vals[N];
     size_t lens[N];
@@ -97,6 +99,11 @@ int main(void)
               "record %d: image is not exactly record %d's", i, r);
     }
     CHECK(pipe_loader_bad_records(l1) == nbad, "bad count %lld, want %d", (long long)pipe_loader_bad_records(l1), nbad);
+    pipe_epoch_stats st;
+    pipe_loader_epoch_stats(l3, &st);
+    CHECK(st.epoch == 0 && st.images == N && st.batches == N / B && st.replaced == nbad && st.bad_records == nbad,
+          "epoch stats: epoch %d images %lld batches %lld replaced %lld bad %lld", st.epoch, (long long)st.images,
+          (long long)st.batches, (long long)st.replaced, (long long)st.bad_records);
     /* A second epoch and a train epoch: still counted once, reported once. */
     CHECK(epoch(l1, 1, lab1, img1) == N, "second eval epoch");
     CHECK(pipe_loader_bad_records(l1) == nbad, "bad count after 2 epochs %lld", (long long)pipe_loader_bad_records(l1));
@@ -112,6 +119,9 @@ int main(void)
             for (int k = 0; k < nbad; k++) CHECK(lab1[i] != bad[k], "train delivered bad record %d", bad[k]);
     }
     CHECK(pipe_loader_bad_records(t1) == nbad, "train bad count %lld", (long long)pipe_loader_bad_records(t1));
+    pipe_loader_epoch_stats(t3, &st);
+    CHECK(st.epoch == 2 && st.images == N && st.replaced == nbad, "train epoch 2 stats: epoch %d images %lld replaced %lld",
+          st.epoch, (long long)st.images, (long long)st.replaced);
     pipe_loader_destroy(t1);
     pipe_loader_destroy(t3);
 
@@ -124,6 +134,12 @@ int main(void)
         int n = count_in_file(log, needle, reason[k]);
         CHECK(n == 4, "'%s...%s' reported %d times, want once per loader (4)", needle, reason[k], n);
     }
+
+    /* The end-of-epoch summary line: 3 eval + 2x3 train epochs, each with 7 replacements. */
+    char sum[64];
+    snprintf(sum, sizeof sum, "; %d replaced (bad records: %d distinct", nbad, nbad);
+    int nsum = count_in_file(log, "done: 16 images in 4 batches", sum);
+    CHECK(nsum == 9, "end-of-epoch summary with '%s' logged %d times, want 9", sum, nsum);
 
     /* Sticky error: labels.txt says 3 classes, record 5 has label 5. */
     char lt[400];
