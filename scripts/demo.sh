@@ -10,7 +10,7 @@
 set -eu
 build=${1:-build}
 out=${DEMO_OUT:-demo-out}
-epochs=${DEMO_EPOCHS:-4}
+epochs=${DEMO_EPOCHS:-3}
 ntrain=${DEMO_TRAIN_PER_CLASS:-500}
 nval=${DEMO_VAL_PER_CLASS:-100}
 workers=${DEMO_WORKERS:-2}
