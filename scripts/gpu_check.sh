@@ -81,16 +81,19 @@ bench_one() { # who n
     local who=$1 n=$2 iters=20 log="$out/bench.log"
     [ "$n" -ge 256 ] && iters=10
     if [ "$dry" = 1 ]; then ips[$who$n]=na; return; fi
-    echo "-- $who n=$n" >>"$log"
+    local one="$out/bench_$who$n.tmp"
     if [ "$who" = ours ]; then
-        timeout 150 "$build/bench/bench_train_step" --batch="$n" --iters=$iters >>"$log" 2>&1
+        timeout 120 "$build/bench/bench_train_step" --batch="$n" --iters=$iters >"$one" 2>&1
     else
-        PYTHONUNBUFFERED=1 timeout 150 "$py" bench/torch_train_step.py --batch "$n" --iters $iters >>"$log" 2>&1
+        PYTHONUNBUFFERED=1 timeout 120 "$py" bench/torch_train_step.py --batch "$n" --iters $iters >"$one" 2>&1
     fi
+    echo "rc=$?" >>"$one"
+    { echo "-- $who n=$n"; cat "$one"; } >>"$log"
     local v
-    v=$(grep "^BENCH $who .* n=$n " "$log" | tail -n1 | sed 's/.*img_s=\([0-9.]*\).*/\1/')
+    v=$(grep "^BENCH $who .* n=$n " "$one" | tail -n1 | sed 's/.*img_s=\([0-9.]*\).*/\1/')
     ips[$who$n]=${v:-na}
-    grep -A1 '^# arch' "$log" | tail -n1
+    grep -A1 '^# arch' "$one" | tail -n1
+    rm -f "$one"
 }
 stage "benchmark: ResNet-50 training step (fwd+loss+bwd, no optimiser), synthetic 224x224, bf16"
 for n in 32 256; do bench_one ours $n; bench_one torch $n; done

@@ -287,10 +287,10 @@ static ih_err conv_set_batch(net *e, conv_plan *p, const model_layer *l, int n)
     do {                                                                                  \
         (out) = -1;                                                                       \
         for (int pass = 0; pass < 2 && (out) < 0; pass++)                                 \
-            for (int q = 0; q < (cnt); q++) {                                             \
-                if ((res)[q].status != CUDNN_STATUS_SUCCESS || (res)[q].memory > (cap)) continue; \
-                if (pass == 0 && (res)[q].determinism != CUDNN_DETERMINISTIC) continue;   \
-                (out) = q;                                                                \
+            for (int i_ = 0; i_ < (cnt); i_++) {                                          \
+                if ((res)[i_].status != CUDNN_STATUS_SUCCESS || (res)[i_].memory > (cap)) continue; \
+                if (pass == 0 && (res)[i_].determinism != CUDNN_DETERMINISTIC) continue;  \
+                (out) = i_;                                                               \
                 break;                                                                    \
             }                                                                             \
     } while (0)
