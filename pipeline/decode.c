@@ -196,8 +196,12 @@ ih_err pipe_decoder_create(pipe_decoder **out)
     }
     jpeg_create_decompress(&d->cinfo);
     install_arena(d);
+    /* 2 MiB covers libjpeg's image pool for windows up to ~4000 px wide, so the arena rarely
+     * has to grow after the first images. */
+    d->arena_cap = (size_t)2 << 20;
+    if (posix_memalign((void **)&d->arena, ARENA_ALIGN, d->arena_cap)) d->arena = NULL, d->arena_cap = 0;
     /* Scratch for a 512x512 window and 1024-wide outputs up front; grows only for larger. */
-    d->buf_cap = 512 * 512 * 3;
+    d->buf_cap = 1024 * 1024 * 3;
     d->row_cap = 4096 * 4;
     d->tab_cap = pipe_resize_scratch_bytes(1024, 512, 512, 224, 224);
     d->buf = malloc(d->buf_cap);
