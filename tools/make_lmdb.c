@@ -654,6 +654,17 @@ static void progress_bar(size_t done, size_t start, size_t total, double t0, int
             total, 100.0 * frac, rate, (int)eta / 60, (int)eta % 60, tty && !final ? "   " : "\n");
 }
 
+static void free_job(job *j)
+{
+    for (size_t i = 0; i < j->n; i++) {
+        free(j->items[i].path);
+        free(j->items[i].bad);
+    }
+    free(j->items);
+    for (int c = 0; c < j->nclasses; c++) free(j->classes[c]);
+    free(j->classes);
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -740,28 +751,33 @@ int main(int argc, char **argv)
 
     job j = {0};
     int rc = list ? scan_list(&j, list, root) : val ? scan_val(&j, src, val, classes) : scan_folder(&j, src);
-    if (rc) return 1;
+    if (rc) {
+        free_job(&j);
+        return 1;
+    }
 
+    char **why = calloc(j.n ? j.n : 1, sizeof(char *)); /* bad reason per item */
     struct stat st;
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", out);
     if (lstat(out, &st) == 0) {
         if (resume && lstat(tmp, &st) != 0) {
             printf("make_lmdb: %s is complete; nothing to resume\n", out);
-            return 0;
+            goto early; /* rc is 0 */
         }
         if (!force) {
             fprintf(stderr, "make_lmdb: %s exists; use --force to replace it\n", out);
-            return 1;
+            rc = 1;
+            goto early;
         }
         if (!S_ISDIR(st.st_mode) || remove_lmdb_dir(out)) {
             fprintf(stderr, "make_lmdb: cannot replace %s (only an LMDB folder with data.mdb/lock.mdb/labels.txt is "
                     "removed): %s\n", out, strerror(errno));
-            return 1;
+            rc = 1;
+            goto early;
         }
     }
     uint64_t fp = fingerprint(&j, max_side, quality);
-    char **why = calloc(j.n ? j.n : 1, sizeof(char *)); /* bad reason per item */
     progress_state ps = {fp, 0, 0, 0, 0};
     int resuming = 0;
     if (lstat(tmp, &st) == 0) {
@@ -770,12 +786,14 @@ int main(int argc, char **argv)
             if (!S_ISDIR(st.st_mode) || read_progress(tmp, &got, why, j.n)) {
                 fprintf(stderr, "make_lmdb: %s has no readable progress file; cannot resume: run again without "
                         "--resume to start over\n", tmp);
-                return 1;
+                rc = 1;
+                goto early;
             }
             if (got.fingerprint != fp || got.items_done > j.n) {
                 fprintf(stderr, "make_lmdb: %s was made from other files or options; cannot resume: run again "
                         "without --resume to start over\n", tmp);
-                return 1;
+                rc = 1;
+                goto early;
             }
             ps = got;
             resuming = 1;
@@ -783,13 +801,15 @@ int main(int argc, char **argv)
             fprintf(stderr, "make_lmdb: discarding the interrupted run in %s (use --resume to continue it)\n", tmp);
             if (!S_ISDIR(st.st_mode) || remove_lmdb_dir(tmp)) {
                 fprintf(stderr, "make_lmdb: stale %s is in the way and is not an LMDB folder; remove it\n", tmp);
-                return 1;
+                rc = 1;
+                goto early;
             }
         }
     }
     if (!resuming && mkdir(tmp, 0775)) {
         fprintf(stderr, "make_lmdb: cannot create %s: %s\n", tmp, strerror(errno));
-        return 1;
+        rc = 1;
+        goto early;
     }
 
     MDB_env *env = NULL;
@@ -992,14 +1012,9 @@ done:
         snprintf(pf, sizeof pf, "%s/make_lmdb.progress", tmp);
         if (access(pf, F_OK)) remove_lmdb_dir(tmp);
     }
-    for (size_t i = 0; i < j.n; i++) {
-        free(j.items[i].path);
-        free(j.items[i].bad);
-        free(why[i]);
-    }
+early:
+    for (size_t i = 0; i < j.n; i++) free(why[i]);
     free(why);
-    free(j.items);
-    for (int c = 0; c < j.nclasses; c++) free(j.classes[c]);
-    free(j.classes);
+    free_job(&j);
     return rc;
 }
