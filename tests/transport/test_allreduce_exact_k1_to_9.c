@@ -67,7 +67,7 @@ int main(int argc, char **argv)
     tp_rank ranks[64];
     for (int k = kmin; k <= kmax; k++) {
         double t0 = ih_now_s();
-        int bad = tp_run(k, ranks, body, NULL, 30000, 16 << 10, 64 << 10, "grid");
+        int bad = tp_run(k, ranks, body, NULL, 10000, 16 << 10, 64 << 10, "grid");
         CHECK(bad == 0, "k=%d: %d ranks saw a wrong result or an error", k, bad);
         printf("k=%d: %s (%.2f s)\n", k, bad ? "FAIL" : "exact", ih_now_s() - t0);
     }
