@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "fabric_open.h"
 #include "fabric_tcp.h"
 
 #define DEFAULT_TIMEOUT_S 300
@@ -58,8 +59,7 @@ ih_err comm_ctx_create(comm_ctx **out, const comm_boot_info *b, const comm_opts 
     memset(&o, 0, sizeof o);
     if (opts) o = *opts;
     IH_TRY(comm_boot_check(b));
-    if (o.fabric && strcmp(o.fabric, "tcp"))
-        return ih_fail(IH_E_USAGE, "fabric '%s' is not available in this build (use --fabric tcp)", o.fabric);
+    IH_TRY(comm_fabric_check_name(o.fabric));
     comm_ctx *c = calloc(1, sizeof *c);
     if (!c) return ih_fail(IH_E_SYS, "out of memory for a communicator");
     ih_err e = IH_OK;
@@ -89,8 +89,8 @@ ih_err comm_ctx_create(comm_ctx **out, const comm_boot_info *b, const comm_opts 
     if (b->rank == 0 && !o.no_store_server)
         IH_TRY_GOTO(comm_store_server_create(&c->server, NULL, b->master_port), e, fail);
     IH_TRY_GOTO(comm_store_connect(&c->store, b->master_addr, b->master_port, c->timeout_ms), e, fail);
-    IH_TRY_GOTO(comm_fabric_tcp_create(&c->fab, c->store, c->ns, b->rank, b->world, sockbuf,
-                                       c->timeout_ms), e, fail);
+    IH_TRY_GOTO(comm_fabric_open(&c->fab, &o, c->store, c->ns, b->rank, b->world, sockbuf,
+                                 c->timeout_ms), e, fail);
     /* Every rank has read every address: after this barrier rank 0 may drop the store's
      * set-up role at any time without stranding a rank still in rendezvous. */
     IH_TRY_GOTO(comm_coll_barrier(c), e, fail);

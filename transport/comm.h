@@ -28,12 +28,14 @@ typedef enum { COMM_ALGO_AUTO = 0, COMM_ALGO_HD, COMM_ALGO_RING } comm_algo;
 
 /* Options; all-zero means defaults. */
 typedef struct {
-    const char *fabric;     /* "tcp" (default) */
+    const char *fabric;     /* "tcp" (default), "ib" (RDMA) or "auto" (see fabric_open.h) */
     int64_t timeout_ms;     /* 0: env IH_COMM_TIMEOUT_S, default 300 s */
     size_t chunk_bytes;     /* pipelining unit; 0: env IH_COMM_CHUNK_KB, default 256 KiB */
     int sockbuf;            /* socket buffer bytes; 0: env IH_COMM_SOCKBUF, default kernel autotuning */
     int no_store_server;    /* rank 0 does not start the store (the caller hosts it) */
     const char *ns;         /* store key namespace; NULL: "c" */
+    const char *ib_dev;     /* ib: required RDMA device (NULL: env IH_IB_DEV, else the address's) */
+    int ib_port;            /* ib: required port (0: env IH_IB_PORT, else the address's) */
 } comm_opts;
 
 typedef struct comm_ctx comm_ctx;

@@ -1,0 +1,11 @@
+#!/bin/bash
+# tests/rdma/run_rdma.sh BUILD_DIR TEST [ARGS...] — runs one RDMA test where RDMA exists:
+# natively when IH_TEST_RDMA_ADDR is set (an address on an RDMA netdev of this host), else in
+# the Soft-RoCE VM (scripts/rxe-vm/run.sh, which exits 77 with the reason when it cannot be
+# built here). The test's own exit code (0/1/77) is passed through.
+set -uo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+BUILD=$1
+shift
+if [[ -n ${IH_TEST_RDMA_ADDR:-} ]]; then exec "$@"; fi
+IH_RXE_ENV="IH_DEBUG IH_DEBUG_SUBSYS ${IH_RXE_ENV:-}" exec "$HERE/../../scripts/rxe-vm/run.sh" "$BUILD" "$@"

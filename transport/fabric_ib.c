@@ -1,0 +1,774 @@
+/* transport/fabric_ib.c — see fabric_ib.h for the protocol.
+ *
+ * Counters per peer (all cumulative, pieces): s_posted (written), s_done (send completions of
+ * data pieces), s_credit (slots the peer gave back); r_arrived (WRITE WITH IMM completions),
+ * r_consumed (copied out). Piece n may be written when n < s_credit + S and n < s_done + S.
+ * Work requests per QP are bounded by construction: at most S data writes and S credit writes
+ * outstanding per direction, so send and receive queues of 2S+2 never overflow and a receive
+ * is always posted (recv WRs are re-posted as their completions are polled).
+ * wr_id = peer << 2 | kind (kind: 0 credit write, 1 data write, 2 receive).
+ */
+#define _GNU_SOURCE
+#include "fabric_ib.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "ibwrap.h"
+#include "sock.h"
+
+#define IB_CREDIT_FLAG 0x80000000u
+#define IB_SEQ_MASK 0x7fffffffu
+#define IB_SPIN 200 /* empty polls before sleeping on the channels (TCG: spinning starves rxe) */
+
+enum { WR_CREDIT = 0, WR_DATA = 1, WR_RECV = 2 };
+
+typedef struct {
+    struct rdma_cm_id *id;
+    int established, gone;
+    char host[64], ip[64];
+    uint64_t raddr; /* peer's receive ring for us */
+    uint32_t rkey;
+    comm_req *sq_head, *sq_tail;
+    comm_req *rq_head, *rq_tail;
+    uint64_t s_posted, s_done, s_credit;
+    uint64_t r_arrived, r_consumed;
+    uint32_t credit_pending, credit_out;
+    uint32_t *r_len; /* [S] byte length of the piece in each receive slot */
+} ib_peer;
+
+typedef struct {
+    comm_fabric base;
+    ib_peer *peers;
+    uint32_t S, B;                    /* slots per peer, bytes per slot */
+    char ip[64], host[64], dev[64];
+    struct rdma_event_channel *cm_ch; /* listen id and, after set-up, every connection */
+    struct rdma_cm_id *listen_id;
+    struct ibv_context *ctx;          /* owned by librdmacm */
+    struct ibv_pd *pd;
+    struct ibv_comp_channel *comp_ch;
+    struct ibv_cq *cq;
+    char *rring, *sring;              /* [world][S][B] */
+    struct ibv_mr *rmr, *smr;
+    uint32_t *r_len_all;
+    ih_err err;
+    char errmsg[1024];
+} ib_fabric;
+
+static ih_err sticky(ib_fabric *t) { return ih_fail(t->err, "%s", t->errmsg); }
+
+static ih_err fail_now(ib_fabric *t, ih_err e)
+{
+    if (!t->err) {
+        t->err = e;
+        snprintf(t->errmsg, sizeof t->errmsg, "%s", ih_last_error());
+    }
+    return sticky(t);
+}
+
+static void disconnect_all(ib_fabric *t)
+{
+    for (int p = 0; t->peers && p < t->base.world; p++)
+        if (t->peers[p].id && t->peers[p].established && !t->peers[p].gone) {
+            rdma_disconnect(t->peers[p].id);
+            t->peers[p].gone = 1;
+        }
+}
+
+static void ib_abort(comm_fabric *f, ih_err code, const char *msg)
+{
+    ib_fabric *t = (ib_fabric *)f;
+    if (!t->err) {
+        t->err = code;
+        snprintf(t->errmsg, sizeof t->errmsg, "%s", msg);
+    }
+    disconnect_all(t);
+}
+
+static void enqueue(comm_req **head, comm_req **tail, comm_req *r)
+{
+    r->next = NULL;
+    if (*tail) (*tail)->next = r;
+    else *head = r;
+    *tail = r;
+}
+
+static ih_err ib_post(ib_fabric *t, int peer, void *buf, size_t len, comm_req *req, int kind)
+{
+    if (t->err) return sticky(t);
+    IH_ASSERT(peer >= 0 && peer < t->base.world && peer != t->base.rank, "bad peer %d", peer);
+    req->buf = buf;
+    req->len = len;
+    req->done = 0;
+    req->peer = peer;
+    req->kind = kind;
+    req->next = NULL;
+    if (len == 0) return IH_OK;
+    ib_peer *p = &t->peers[peer];
+    if (kind == COMM_REQ_SEND) enqueue(&p->sq_head, &p->sq_tail, req);
+    else enqueue(&p->rq_head, &p->rq_tail, req);
+    return IH_OK;
+}
+
+static ih_err ib_post_send(comm_fabric *f, int peer, const void *buf, size_t len, comm_req *req)
+{
+    return ib_post((ib_fabric *)f, peer, (void *)(uintptr_t)buf, len, req, COMM_REQ_SEND);
+}
+
+static ih_err ib_post_recv(comm_fabric *f, int peer, void *buf, size_t len, comm_req *req)
+{
+    return ib_post((ib_fabric *)f, peer, buf, len, req, COMM_REQ_RECV);
+}
+
+static char *rslot(ib_fabric *t, int peer, uint64_t n)
+{
+    return t->rring + ((size_t)peer * t->S + (size_t)(n % t->S)) * t->B;
+}
+static char *sslot(ib_fabric *t, int peer, uint64_t n)
+{
+    return t->sring + ((size_t)peer * t->S + (size_t)(n % t->S)) * t->B;
+}
+
+static ih_err post_one_recv(ib_fabric *t, int peer)
+{
+    struct ibv_recv_wr wr;
+    memset(&wr, 0, sizeof wr);
+    wr.wr_id = (uint64_t)peer << 2 | WR_RECV; /* no SGE: WRITE WITH IMM carries no payload here */
+    return ibw_post_recv(t->peers[peer].id->qp, &wr, "(re-arming a receive)");
+}
+
+static ih_err post_write(ib_fabric *t, int pi, uint64_t raddr, void *src, uint32_t len,
+                         uint32_t imm, int kind)
+{
+    ib_peer *p = &t->peers[pi];
+    struct ibv_sge sge = {.addr = (uintptr_t)src, .length = len, .lkey = t->smr->lkey};
+    struct ibv_send_wr wr;
+    memset(&wr, 0, sizeof wr);
+    wr.wr_id = (uint64_t)pi << 2 | (uint64_t)kind;
+    wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
+    wr.send_flags = IBV_SEND_SIGNALED;
+    wr.imm_data = htonl(imm);
+    wr.sg_list = len ? &sge : NULL;
+    wr.num_sge = len ? 1 : 0;
+    wr.wr.rdma.remote_addr = raddr;
+    wr.wr.rdma.rkey = p->rkey;
+    char what[128];
+    snprintf(what, sizeof what, "to rank %d (host %s)", pi, p->host);
+    return ibw_post_send(p->id->qp, &wr, what);
+}
+
+/* Turns a failed work completion into the sticky error naming peer, operation and status. */
+static ih_err wc_error(ib_fabric *t, const struct ibv_wc *wc)
+{
+    int pi = (int)(wc->wr_id >> 2), kind = (int)(wc->wr_id & 3);
+    if (t->err) return sticky(t); /* flushes after our own failure or abort */
+    const char *op = kind == WR_DATA ? "RDMA WRITE WITH IMM (data piece) to"
+                   : kind == WR_CREDIT ? "RDMA WRITE WITH IMM (credit return) to"
+                   : "receive of a WRITE WITH IMM from";
+    int remote = wc->status == IBV_WC_RETRY_EXC_ERR || wc->status == IBV_WC_RNR_RETRY_EXC_ERR ||
+                 wc->status == IBV_WC_REM_ACCESS_ERR || wc->status == IBV_WC_REM_OP_ERR ||
+                 wc->status == IBV_WC_WR_FLUSH_ERR;
+    ih_fail(remote ? IH_E_REMOTE : IH_E_NET,
+            "%s rank %d (host %s) failed at rank %d: %s (wc status %d, vendor_err 0x%x)%s", op, pi,
+            pi >= 0 && pi < t->base.world ? t->peers[pi].host : "?", t->base.rank,
+            ibv_wc_status_str(wc->status), (int)wc->status, wc->vendor_err,
+            remote ? ": the peer is gone or unreachable (see its log)" : "");
+    return fail_now(t, remote ? IH_E_REMOTE : IH_E_NET);
+}
+
+/* Polls the CQ dry; *n = completions handled. */
+static ih_err drain_cq(ib_fabric *t, int *n)
+{
+    struct ibv_wc wc[32];
+    *n = 0;
+    for (;;) {
+        int got = 0;
+        ih_err e = ibw_poll_cq(t->cq, 32, wc, &got);
+        if (e) return fail_now(t, e);
+        for (int i = 0; i < got; i++) {
+            if (wc[i].status != IBV_WC_SUCCESS) return wc_error(t, &wc[i]);
+            int pi = (int)(wc[i].wr_id >> 2), kind = (int)(wc[i].wr_id & 3);
+            ib_peer *p = &t->peers[pi];
+            if (kind == WR_DATA) p->s_done++;
+            else if (kind == WR_CREDIT) p->credit_out--;
+            else {
+                uint32_t imm = ntohl(wc[i].imm_data);
+                if (imm & IB_CREDIT_FLAG) {
+                    p->s_credit += imm & IB_SEQ_MASK;
+                } else {
+                    if (imm != (uint32_t)(p->r_arrived & IB_SEQ_MASK) || wc[i].byte_len > t->B)
+                        return fail_now(t, ih_fail(IH_E_INTERNAL,
+                            "rank %d (host %s) wrote piece %u (%u B) where rank %d expected piece "
+                            "%u (at most %u B): protocol violation", pi, p->host, imm,
+                            wc[i].byte_len, t->base.rank, (uint32_t)(p->r_arrived & IB_SEQ_MASK), t->B));
+                    p->r_len[p->r_arrived % t->S] = wc[i].byte_len;
+                    p->r_arrived++;
+                }
+                if (!p->gone) {
+                    e = post_one_recv(t, pi);
+                    if (e) return fail_now(t, e);
+                }
+            }
+        }
+        *n += got;
+        if (got < 32) return IH_OK;
+    }
+}
+
+/* Copies arrived pieces out, returns credits, writes pieces whose slots are free. Returns
+ * the number of pieces moved, or the sticky error. */
+static ih_err progress_peer(ib_fabric *t, int pi, int *moved)
+{
+    ib_peer *p = &t->peers[pi];
+    while (p->rq_head && p->r_consumed < p->r_arrived) {
+        comm_req *r = p->rq_head;
+        uint32_t len = p->r_len[p->r_consumed % t->S];
+        size_t want = r->len - r->done < t->B ? r->len - r->done : t->B;
+        if (len != want)
+            return fail_now(t, ih_fail(IH_E_INTERNAL,
+                "rank %d (host %s) sent a %u-B piece where rank %d expected %zu B (message of %zu "
+                "B): the ranks posted different message sizes", pi, p->host, len, t->base.rank, want, r->len));
+        memcpy(r->buf + r->done, rslot(t, pi, p->r_consumed), len);
+        r->done += len;
+        p->r_consumed++;
+        p->credit_pending++;
+        (*moved)++;
+        if (r->done == r->len) {
+            p->rq_head = r->next;
+            if (!p->rq_head) p->rq_tail = NULL;
+        }
+    }
+    if (p->credit_pending && p->credit_out < t->S) {
+        IH_TRY(post_write(t, pi, p->raddr, NULL, 0, IB_CREDIT_FLAG | p->credit_pending, WR_CREDIT));
+        p->credit_out++;
+        p->credit_pending = 0;
+    }
+    while (p->sq_head) {
+        comm_req *r = p->sq_head;
+        if (p->s_posted >= p->s_credit + t->S || p->s_posted >= p->s_done + t->S) break;
+        uint32_t len = (uint32_t)(r->len - r->done < t->B ? r->len - r->done : t->B);
+        char *slot = sslot(t, pi, p->s_posted);
+        memcpy(slot, r->buf + r->done, len);
+        IH_TRY(post_write(t, pi, p->raddr + (uint64_t)(p->s_posted % t->S) * t->B, slot, len,
+                          (uint32_t)(p->s_posted & IB_SEQ_MASK), WR_DATA));
+        p->s_posted++;
+        r->done += len;
+        (*moved)++;
+        if (r->done == r->len) {
+            p->sq_head = r->next;
+            if (!p->sq_head) p->sq_tail = NULL;
+        }
+    }
+    return IH_OK;
+}
+
+static ib_peer *peer_of(ib_fabric *t, struct rdma_cm_id *id)
+{
+    for (int p = 0; p < t->base.world; p++)
+        if (t->peers[p].id == id) return &t->peers[p];
+    return NULL;
+}
+
+/* Handles the rdma_cm events queued after set-up: a disconnect marks the peer gone. */
+static ih_err drain_cm(ib_fabric *t)
+{
+    for (;;) {
+        struct rdma_cm_event *ev = NULL;
+        ih_err e = ibw_get_cm_event(t->cm_ch, &ev);
+        if (e) return fail_now(t, e);
+        if (!ev) return IH_OK;
+        ib_peer *p = peer_of(t, ev->id);
+        if (p && (ev->event == RDMA_CM_EVENT_DISCONNECTED || ev->event == RDMA_CM_EVENT_DEVICE_REMOVAL ||
+                  ev->event == RDMA_CM_EVENT_TIMEWAIT_EXIT))
+            p->gone = p->gone ? p->gone : 2; /* 2: the peer left (1: we disconnected) */
+        rdma_ack_cm_event(ev);
+    }
+}
+
+static int peer_stuck(ib_fabric *t, int pi)
+{
+    ib_peer *p = &t->peers[pi];
+    return p->gone == 2 && ((p->rq_head && p->r_consumed == p->r_arrived) ||
+                            (p->sq_head && p->s_posted >= p->s_credit + t->S));
+}
+
+static ih_err ib_wait(comm_fabric *f, comm_req *req, int64_t timeout_ms)
+{
+    ib_fabric *t = (ib_fabric *)f;
+    uint64_t last = ih_now_ns();
+    int spins = 0, armed = 0;
+    while (req->done < req->len) {
+        if (t->err) return sticky(t);
+        int wcs = 0, moved = 0;
+        IH_TRY(drain_cq(t, &wcs));
+        for (int k = 0; k < t->base.world; k++) {
+            int pi = (req->peer + k) % t->base.world;
+            if (pi == t->base.rank) continue;
+            ih_err e = progress_peer(t, pi, &moved);
+            if (e) return fail_now(t, e);
+        }
+        if (req->done >= req->len) break;
+        uint64_t now = ih_now_ns();
+        if (wcs || moved) { last = now; spins = 0; armed = 0; continue; }
+        if (++spins < IB_SPIN) continue;
+        IH_TRY(drain_cm(t));
+        for (int pi = 0; pi < t->base.world; pi++)
+            if (pi != t->base.rank && peer_stuck(t, pi))
+                return fail_now(t, ih_fail(IH_E_REMOTE,
+                    "rank %d (host %s) disconnected while rank %d still had data to %s it: it "
+                    "exited or failed, see its log", pi, t->peers[pi].host, t->base.rank,
+                    t->peers[pi].rq_head ? "receive from" : "send to"));
+        uint64_t waited_ms = (now - last) / 1000000;
+        if ((int64_t)waited_ms >= timeout_ms) {
+            ib_peer *p = &t->peers[req->peer];
+            return fail_now(t, ih_fail(IH_E_TIMEOUT,
+                "rank %d (host %s) moved no data for %.1f s while rank %d waited to %s %zu B "
+                "(%zu done) over RDMA: it is hung, stopped or too slow (raise IH_COMM_TIMEOUT_S if "
+                "it is just slow)", req->peer, p->host, (double)timeout_ms / 1e3, t->base.rank,
+                req->kind == COMM_REQ_SEND ? "send it" : "receive from it", req->len, req->done));
+        }
+        if (!armed) { /* arm, then poll once more: a completion may have raced the arming */
+            IH_TRY(ibw_req_notify_cq(t->cq));
+            armed = 1;
+            continue;
+        }
+        int ms = (int)((uint64_t)timeout_ms - waited_ms);
+        if (ms > 1000) ms = 1000;
+        struct pollfd pf[2] = {{.fd = t->comp_ch->fd, .events = POLLIN}, {.fd = t->cm_ch->fd, .events = POLLIN}};
+        if (poll(pf, 2, ms) < 0 && errno != EINTR)
+            return fail_now(t, ih_fail(IH_E_NET, "poll on the RDMA channels: %s", strerror(errno)));
+        if (pf[0].revents) {
+            IH_TRY(ibw_drain_comp_channel(t->comp_ch));
+            armed = 0;
+        }
+    }
+    return IH_OK;
+}
+
+/* Before disconnecting, lets the data writes already posted complete: a send request is done
+ * once its bytes are in the staging ring, so the last pieces of a job may still be in flight
+ * (tcp gets this from the kernel's graceful close). Bounded; skipped after a failure. */
+static void drain_sends(ib_fabric *t)
+{
+    uint64_t end = ih_now_ns() + 5000000000ull;
+    while (!t->err && t->cq && ih_now_ns() < end) {
+        int busy = 0, n = 0;
+        for (int p = 0; p < t->base.world; p++)
+            busy |= t->peers[p].established && !t->peers[p].gone && t->peers[p].s_done < t->peers[p].s_posted;
+        if (!busy || drain_cq(t, &n)) return;
+        if (!n) usleep(100);
+    }
+}
+
+static void ib_destroy(comm_fabric *f)
+{
+    ib_fabric *t = (ib_fabric *)f;
+    if (!t) return;
+    if (t->peers) drain_sends(t);
+    disconnect_all(t);
+    for (int p = 0; t->peers && p < t->base.world; p++) {
+        if (!t->peers[p].id) continue;
+        if (t->peers[p].id->qp) rdma_destroy_qp(t->peers[p].id);
+        rdma_destroy_id(t->peers[p].id);
+    }
+    if (t->listen_id) rdma_destroy_id(t->listen_id);
+    if (t->rmr) ibv_dereg_mr(t->rmr);
+    if (t->smr) ibv_dereg_mr(t->smr);
+    if (t->cq) ibv_destroy_cq(t->cq);
+    if (t->comp_ch) ibv_destroy_comp_channel(t->comp_ch);
+    if (t->pd) ibv_dealloc_pd(t->pd);
+    if (t->cm_ch) rdma_destroy_event_channel(t->cm_ch);
+    free(t->rring);
+    free(t->sring);
+    free(t->r_len_all);
+    free(t->peers);
+    free(t);
+}
+
+static const comm_fabric_ops k_ib_ops = {
+    .name = "ib",
+    .post_send = ib_post_send,
+    .post_recv = ib_post_recv,
+    .wait = ib_wait,
+    .abort = ib_abort,
+    .destroy = ib_destroy,
+};
+
+static const unsigned char k_magic[4] = {'I', 'H', 'I', 'B'};
+
+static void hello_fill(const ib_fabric *t, int peer, comm_ib_hello *h)
+{
+    memcpy(h->magic, k_magic, 4);
+    comm_put_be32(h->rank, (uint32_t)t->base.rank);
+    comm_put_be32(h->world, (uint32_t)t->base.world);
+    comm_put_be32(h->slots, t->S);
+    comm_put_be32(h->slot_bytes, t->B);
+    comm_put_be32(h->rkey, t->rmr->rkey);
+    uint64_t a = (uint64_t)(uintptr_t)rslot((ib_fabric *)t, peer, 0);
+    comm_put_be32(h->addr, (uint32_t)(a >> 32));
+    comm_put_be32(h->addr + 4, (uint32_t)a);
+}
+
+/* Checks a peer's hello; fills its ring. `expect` = the rank it must be, or -1 for any higher. */
+static ih_err hello_parse(ib_fabric *t, const void *data, size_t len, int expect, int *rank_out)
+{
+    comm_ib_hello h;
+    if (!data || len < sizeof h)
+        return ih_fail(IH_E_NET, "RDMA connection without our hello (%zu B of private data): "
+                       "another program on this port?", len);
+    memcpy(&h, data, sizeof h);
+    int r = (int)comm_get_be32(h.rank);
+    if (memcmp(h.magic, k_magic, 4) || comm_get_be32(h.world) != (uint32_t)t->base.world ||
+        (expect >= 0 ? r != expect : (r <= t->base.rank || r >= t->base.world || t->peers[r].id)))
+        return ih_fail(IH_E_NET, "rendezvous: rank %d got a bad RDMA hello (rank %d, world %u): "
+                       "another job on the same port, or WORLD_SIZE differs between ranks",
+                       t->base.rank, r, comm_get_be32(h.world));
+    if (comm_get_be32(h.slots) != t->S || comm_get_be32(h.slot_bytes) != t->B)
+        return ih_fail(IH_E_USAGE, "rank %d uses %u RDMA slots of %u B, rank %d %u of %u B: set "
+                       "IH_IB_SLOTS / IH_IB_SLOT_KB alike on every rank", r, comm_get_be32(h.slots),
+                       comm_get_be32(h.slot_bytes), t->base.rank, t->S, t->B);
+    t->peers[r].rkey = comm_get_be32(h.rkey);
+    t->peers[r].raddr = (uint64_t)comm_get_be32(h.addr) << 32 | comm_get_be32(h.addr + 4);
+    *rank_out = r;
+    return IH_OK;
+}
+
+static ih_err setup_qp(ib_fabric *t, int pi, struct rdma_cm_id *id, const char *what)
+{
+    if (id->verbs != t->ctx)
+        return ih_fail(IH_E_NET, "%s is reached through RDMA device %s, but this rank listens on "
+                       "%s: every rank must use one device (check routes, or set IH_IB_DEV)", what,
+                       id->verbs ? ibv_get_device_name(id->verbs->device) : "(none)", t->dev);
+    struct ibv_qp_init_attr a;
+    memset(&a, 0, sizeof a);
+    a.send_cq = t->cq;
+    a.recv_cq = t->cq;
+    a.qp_type = IBV_QPT_RC;
+    a.cap.max_send_wr = 2 * t->S + 2;
+    a.cap.max_recv_wr = 2 * t->S + 2;
+    a.cap.max_send_sge = 1;
+    a.cap.max_recv_sge = 1;
+    IH_TRY(ibw_create_qp(id, t->pd, &a, what));
+    t->peers[pi].id = id;
+    for (uint32_t i = 0; i < 2 * t->S + 2; i++) IH_TRY(post_one_recv(t, pi));
+    return IH_OK;
+}
+
+static void conn_param(struct rdma_conn_param *cp, const comm_ib_hello *h)
+{
+    memset(cp, 0, sizeof *cp);
+    cp->private_data = h;
+    cp->private_data_len = sizeof *h;
+    cp->retry_count = 7;
+    cp->rnr_retry_count = 7; /* never needed by construction; infinite is the safe side */
+}
+
+/* Blocks for the next event on `ch` until the deadline; *ev = NULL on timeout. */
+static ih_err next_event(struct rdma_event_channel *ch, uint64_t deadline, struct rdma_cm_event **ev)
+{
+    *ev = NULL;
+    for (;;) {
+        IH_TRY(ibw_get_cm_event(ch, ev));
+        if (*ev) return IH_OK;
+        uint64_t now = ih_now_ns();
+        if (now >= deadline) return IH_OK;
+        int ready = 0, ms = (int)((deadline - now) / 1000000) + 1;
+        IH_TRY(ibw_wait_fd(ch->fd, ms > 1000 ? 1000 : ms, &ready));
+    }
+}
+
+/* Active side: connect to lower rank `pi`, retrying until the deadline (its listener exists,
+ * but an unreachable address or a rejected request may be transient). */
+static ih_err connect_peer(ib_fabric *t, int pi, int pport, uint64_t deadline, int64_t timeout_ms)
+{
+    ib_peer *p = &t->peers[pi];
+    char what[200];
+    snprintf(what, sizeof what, "rank %d (host %s) at %s:%d", pi, p->host, p->ip, pport);
+    char last[600] = "";
+    for (int attempt = 0;; attempt++) {
+        struct rdma_event_channel *ch = NULL;
+        struct rdma_cm_id *id = NULL;
+        struct rdma_cm_event *ev = NULL;
+        ih_err e = ibw_create_event_channel(&ch);
+        if (!e) e = ibw_event_channel_nonblock(ch);
+        if (!e) e = ibw_create_id(ch, &id, NULL);
+        if (!e) e = ibw_resolve_addr(id, t->ip, p->ip, pport, 2000, what);
+        int stage = 0; /* 0 addr, 1 route, 2 established */
+        while (!e && stage < 3) {
+            e = next_event(ch, deadline, &ev);
+            if (e) break;
+            if (!ev) {
+                e = ih_fail(IH_E_TIMEOUT, "RDMA connect to %s: no answer within %.1f s%s%s", what,
+                            (double)timeout_ms / 1e3, last[0] ? "; last error: " : "", last);
+                break;
+            }
+            enum rdma_cm_event_type ty = ev->event;
+            int status = ev->status;
+            comm_ib_hello h;
+            size_t hl = 0;
+            if (ty == RDMA_CM_EVENT_ESTABLISHED && ev->param.conn.private_data) {
+                hl = ev->param.conn.private_data_len < sizeof h ? ev->param.conn.private_data_len : sizeof h;
+                memcpy(&h, ev->param.conn.private_data, hl);
+            }
+            rdma_ack_cm_event(ev);
+            ev = NULL;
+            if (ty == RDMA_CM_EVENT_ADDR_RESOLVED && stage == 0) {
+                e = ibw_resolve_route(id, 2000, what);
+                stage = 1;
+            } else if (ty == RDMA_CM_EVENT_ROUTE_RESOLVED && stage == 1) {
+                e = setup_qp(t, pi, id, what);
+                if (e) break;
+                comm_ib_hello mine;
+                hello_fill(t, pi, &mine);
+                struct rdma_conn_param cp;
+                conn_param(&cp, &mine);
+                e = ibw_connect(id, &cp, what);
+                stage = 2;
+            } else if (ty == RDMA_CM_EVENT_ESTABLISHED && stage == 2) {
+                int r = -1;
+                e = hello_parse(t, &h, hl, pi, &r);
+                if (e) break;
+                p->established = 1;
+                stage = 3;
+            } else {
+                snprintf(last, sizeof last, "%s (status %d: %s)", rdma_event_str(ty), status,
+                         strerror(status < 0 ? -status : status));
+                e = IH_E_NET; /* retried below */
+                ih_fail(IH_E_NET, "RDMA connect to %s failed: %s", what, last);
+            }
+        }
+        if (!e) {
+            IH_TRY(ibw_migrate_id(id, t->cm_ch));
+            rdma_destroy_event_channel(ch);
+            return IH_OK;
+        }
+        if (id) {
+            if (id->qp) rdma_destroy_qp(id);
+            rdma_destroy_id(id);
+        }
+        p->id = NULL;
+        if (ch) rdma_destroy_event_channel(ch);
+        if (e != IH_E_NET || ih_now_ns() + 200000000ull >= deadline) {
+            if (e == IH_E_NET && last[0])
+                return ih_fail(IH_E_NET, "cannot reach %s over RDMA from %s (%s, tried %d times for "
+                               "%.1f s): %s; is the address on an RDMA netdev of that host and "
+                               "routable from here?", what, t->ip, t->dev, attempt + 1,
+                               (double)timeout_ms / 1e3, last);
+            return e;
+        }
+        if (!last[0]) snprintf(last, sizeof last, "%s", ih_last_error());
+        usleep(100000);
+    }
+}
+
+/* Passive side: accept every higher rank on the listen channel. */
+static ih_err accept_peers(ib_fabric *t, uint64_t deadline, int64_t timeout_ms)
+{
+    int want = t->base.world - 1 - t->base.rank, got = 0;
+    while (got < want) {
+        struct rdma_cm_event *ev = NULL;
+        IH_TRY(next_event(t->cm_ch, deadline, &ev));
+        if (!ev) {
+            char missing[256] = "";
+            size_t o = 0;
+            for (int q = t->base.rank + 1; q < t->base.world && o + 12 < sizeof missing; q++)
+                if (!t->peers[q].established) o += (size_t)snprintf(missing + o, sizeof missing - o, " %d", q);
+            return ih_fail(IH_E_TIMEOUT, "rendezvous: rank %d waited %.1f s for ranks%s to connect "
+                           "over RDMA", t->base.rank, (double)timeout_ms / 1e3, missing);
+        }
+        ih_err e = IH_OK;
+        struct rdma_cm_id *drop = NULL;
+        if (ev->event == RDMA_CM_EVENT_CONNECT_REQUEST) {
+            int r = -1;
+            e = hello_parse(t, ev->param.conn.private_data, ev->param.conn.private_data_len, -1, &r);
+            if (e) {
+                IH_WARN("%s", ih_last_error());
+                rdma_reject(ev->id, NULL, 0);
+                drop = ev->id;
+                e = IH_OK;
+            } else {
+                char what[160];
+                snprintf(what, sizeof what, "rank %d (host %s)", r, t->peers[r].host);
+                e = setup_qp(t, r, ev->id, what);
+                if (!e) {
+                    comm_ib_hello mine;
+                    hello_fill(t, r, &mine);
+                    struct rdma_conn_param cp;
+                    conn_param(&cp, &mine);
+                    e = ibw_accept(ev->id, &cp, what);
+                }
+            }
+        } else if (ev->event == RDMA_CM_EVENT_ESTABLISHED) {
+            ib_peer *p = peer_of(t, ev->id);
+            if (p && !p->established) { p->established = 1; got++; }
+        } else if (ev->event == RDMA_CM_EVENT_CONNECT_ERROR || ev->event == RDMA_CM_EVENT_UNREACHABLE ||
+                   ev->event == RDMA_CM_EVENT_DISCONNECTED) {
+            ib_peer *p = peer_of(t, ev->id);
+            e = ih_fail(IH_E_NET, "rendezvous: accepting rank %d (host %s) over RDMA: %s (status %d)",
+                        p ? (int)(p - t->peers) : -1, p ? p->host : "?", rdma_event_str(ev->event),
+                        ev->status);
+        }
+        rdma_ack_cm_event(ev);
+        if (drop) rdma_destroy_id(drop);
+        if (e) return e;
+    }
+    return IH_OK;
+}
+
+static long env_num(const char *name, long dflt, long lo, long hi)
+{
+    const char *v = getenv(name);
+    if (!v || !*v) return dflt;
+    char *end = NULL;
+    long x = strtol(v, &end, 10);
+    if (*end || x < lo || x > hi) {
+        IH_WARN("ignoring %s='%s': not an integer in [%ld, %ld]; using %ld", name, v, lo, hi, dflt);
+        return dflt;
+    }
+    return x;
+}
+
+/* Opens the device that carries `ip` through a listening id; checks --ib-dev/--ib-port, the
+ * port state and the GID. Leaves t->listen_id, t->ctx, t->dev set. */
+static ih_err open_local(ib_fabric *t, const char *ip, const comm_ib_opts *o, int *port)
+{
+    struct ibv_device **list = NULL;
+    int n = 0;
+    IH_TRY(ibw_get_device_list(&list, &n));
+    const char *dev = o && o->dev && *o->dev ? o->dev : getenv("IH_IB_DEV");
+    int want_port = o && o->port ? o->port : (int)env_num("IH_IB_PORT", 0, 0, 255);
+    int found = !dev || !*dev;
+    for (int i = 0; !found && i < n; i++) found = !strcmp(ibv_get_device_name(list[i]), dev);
+    ibv_free_device_list(list);
+    if (!found) {
+        char names[256];
+        ibw_device_names(names, sizeof names);
+        return ih_fail(IH_E_USAGE, "no RDMA device named '%s' (--ib-dev / IH_IB_DEV); this host "
+                       "has: %s", dev, names);
+    }
+    IH_TRY(ibw_create_event_channel(&t->cm_ch));
+    IH_TRY(ibw_event_channel_nonblock(t->cm_ch));
+    IH_TRY(ibw_create_id(t->cm_ch, &t->listen_id, NULL));
+    IH_TRY(ibw_bind_listen(t->listen_id, ip, t->base.world, port));
+    t->ctx = t->listen_id->verbs;
+    snprintf(t->dev, sizeof t->dev, "%s", ibv_get_device_name(t->ctx->device));
+    uint8_t pn = t->listen_id->port_num;
+    if (dev && *dev && strcmp(dev, t->dev))
+        return ih_fail(IH_E_USAGE, "address %s is on RDMA device %s, not on '%s' (--ib-dev / "
+                       "IH_IB_DEV): set MASTER_ADDR to an address of a netdev of %s, or drop "
+                       "--ib-dev", ip, t->dev, dev, dev);
+    if (want_port && want_port != pn)
+        return ih_fail(IH_E_USAGE, "address %s is on %s port %u, not port %d (--ib-port / "
+                       "IH_IB_PORT)", ip, t->dev, pn, want_port);
+    IH_TRY(ibw_check_port_active(t->ctx, pn));
+    int gid = -1, roce = 0;
+    IH_TRY(ibw_find_gid(t->ctx, pn, ip, &gid, &roce));
+    if (roce && gid < 0)
+        return ih_fail(IH_E_NET, "%s port %u (RoCE) has no GID for %s: the address is not on "
+                       "that port's netdev (see /sys/class/infiniband/%s/ports/%u/gids)", t->dev,
+                       pn, ip, t->dev, pn);
+    IH_INFO(IH_LOG_NET, "ib fabric: rank %d uses %s port %u (%s), %s %d, address %s", t->base.rank,
+            t->dev, pn, roce ? "RoCE" : "InfiniBand", roce ? "gid index" : "gid by rdma_cm", gid, ip);
+    return IH_OK;
+}
+
+int comm_fabric_ib_usable(const char *ip, const comm_ib_opts *opts, char *why, size_t cap)
+{
+    ib_fabric t;
+    memset(&t, 0, sizeof t);
+    t.base.world = 1;
+    int port = 0;
+    ih_err e = open_local(&t, ip, opts, &port);
+    if (e) snprintf(why, cap, "%s", ih_last_error());
+    else snprintf(why, cap, "%s port %u at %s", t.dev, t.listen_id->port_num, ip);
+    if (t.listen_id) rdma_destroy_id(t.listen_id);
+    if (t.cm_ch) rdma_destroy_event_channel(t.cm_ch);
+    return e == IH_OK;
+}
+
+ih_err comm_fabric_ib_create(comm_fabric **out, comm_store *store, const char *ns, int rank,
+                             int world, const comm_ib_opts *opts, int64_t timeout_ms)
+{
+    *out = NULL;
+    ih_err e = IH_OK;
+    uint64_t deadline = ih_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+    ib_fabric *t = calloc(1, sizeof *t);
+    if (!t) return ih_fail(IH_E_SYS, "out of memory for the ib fabric");
+    t->base.ops = &k_ib_ops;
+    t->base.rank = rank;
+    t->base.world = world;
+    t->S = (uint32_t)env_num("IH_IB_SLOTS", 4, 1, 1024);
+    t->B = (uint32_t)env_num("IH_IB_SLOT_KB", 256, 1, 1 << 20) * 1024u;
+    t->peers = calloc((size_t)world, sizeof *t->peers);
+    t->r_len_all = calloc((size_t)world * t->S, sizeof *t->r_len_all);
+    if (!t->peers || !t->r_len_all) {
+        e = ih_fail(IH_E_SYS, "out of memory for %d ib peers", world);
+        goto fail;
+    }
+    for (int p = 0; p < world; p++) t->peers[p].r_len = t->r_len_all + (size_t)p * t->S;
+    if (world == 1) { *out = &t->base; return IH_OK; }
+
+    char key[300], val[512];
+    int port = 0;
+    comm_store_local_addr(store, t->ip, sizeof t->ip);
+    gethostname(t->host, sizeof t->host - 1);
+    IH_TRY_GOTO(open_local(t, t->ip, opts, &port), e, fail);
+    IH_TRY_GOTO(ibw_alloc_pd(&t->pd, t->ctx), e, fail);
+    IH_TRY_GOTO(ibw_create_comp_channel(&t->comp_ch, t->ctx), e, fail);
+    IH_TRY_GOTO(ibw_create_cq(&t->cq, t->ctx, (world - 1) * (int)(4 * t->S + 4) + 16, t->comp_ch), e, fail);
+    size_t ring = (size_t)world * t->S * t->B;
+    t->rring = aligned_alloc(4096, ring);
+    t->sring = aligned_alloc(4096, ring);
+    if (!t->rring || !t->sring) {
+        e = ih_fail(IH_E_SYS, "out of memory for 2 x %zu B of RDMA rings", ring);
+        goto fail;
+    }
+    memset(t->rring, 0, ring);
+    memset(t->sring, 0, ring);
+    IH_TRY_GOTO(ibw_reg_mr(&t->rmr, t->pd, t->rring, ring, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE,
+                           "receive rings"), e, fail);
+    IH_TRY_GOTO(ibw_reg_mr(&t->smr, t->pd, t->sring, ring, IBV_ACCESS_LOCAL_WRITE, "send rings"), e, fail);
+
+    snprintf(key, sizeof key, "%s/ib/%d", ns, rank);
+    snprintf(val, sizeof val, "%s %d %s", t->ip, port, t->host);
+    IH_TRY_GOTO(comm_store_set(store, key, val, strlen(val), timeout_ms), e, fail);
+    int *ports = calloc((size_t)world, sizeof *ports);
+    if (!ports) { e = ih_fail(IH_E_SYS, "out of memory"); goto fail; }
+    for (int p = 0; p < world; p++) {
+        if (p == rank) { snprintf(t->peers[p].host, sizeof t->peers[p].host, "%s", t->host); continue; }
+        snprintf(key, sizeof key, "%s/ib/%d", ns, p);
+        size_t len = 0;
+        int64_t left = (int64_t)((deadline > ih_now_ns() ? deadline - ih_now_ns() : 0) / 1000000);
+        e = comm_store_get(store, key, val, sizeof val - 1, &len, left);
+        if (e == IH_E_TIMEOUT)
+            e = ih_fail(IH_E_TIMEOUT, "rendezvous: rank %d of %d never registered its RDMA address "
+                        "within %.1f s (rank %d waiting); is it started, with --fabric ib?", p,
+                        world, (double)timeout_ms / 1e3, rank);
+        if (!e) {
+            val[len < sizeof val - 1 ? len : sizeof val - 1] = 0;
+            if (sscanf(val, "%63s %d %63s", t->peers[p].ip, &ports[p], t->peers[p].host) != 3)
+                e = ih_fail(IH_E_NET, "rendezvous: malformed RDMA address '%s' for rank %d", val, p);
+        }
+        if (e) { free(ports); goto fail; }
+    }
+    for (int p = 0; p < rank && !e; p++) e = connect_peer(t, p, ports[p], deadline, timeout_ms);
+    free(ports);
+    if (e) goto fail;
+    IH_TRY_GOTO(accept_peers(t, deadline, timeout_ms), e, fail);
+    rdma_destroy_id(t->listen_id); /* no more connections; the accepted ids stay */
+    t->listen_id = NULL;
+    IH_INFO(IH_LOG_NET, "ib fabric: rank %d connected to %d peers (%u slots x %u KiB per peer)",
+            rank, world - 1, t->S, t->B / 1024);
+    *out = &t->base;
+    return IH_OK;
+fail:
+    ib_destroy(&t->base);
+    return e;
+}
