@@ -8,6 +8,24 @@
  * and PyTorch's own float32-vs-float64 gap, tests/model/test_resnet_vs_pytorch.c).
  * BN gammas and betas are randomised first, so no residual branch starts dead (the paper's
  * zero-gamma init would make half the gradients exactly 0 on both sides).
+ *
+ * ReLU kinks. The step is not differentiable where a pre-activation is exactly 0, and with
+ * about 10^6 ReLU inputs some lie within fp32 rounding (~1e-5 after 40 layers) of 0. Such
+ * an element's mask can flip between any two fp32 evaluations; the flip moves the BN channel
+ * it feeds by ~1/sqrt(rows) and every gradient upstream of it by up to a few % (relative
+ * L2). So in fp32 each net is first calibrated against the float64 CPU executor
+ * (ih_model_f64) on the same inputs:
+ *   - if the CPU float meets the fp32 tolerance below against float64 on every gradient,
+ *     the net is "smooth" here and the GPU must meet it against the CPU elementwise;
+ *   - if not, rounding alone has flipped a kink (measured for slim resnet50 width 8 at
+ *     128px, n = 4: two masks flip, at |pre-activation| 3e-6 and 1.6e-5, the CPU float is
+ *     2% off in one channel of layer3.4.bn3 and up to 0.9% rel-L2 off upstream; width 4
+ *     has no such element and matches float64 to 4e-5), and the GPU's own flips land on
+ *     other elements (seen on the H200: layer4.2.bn3). Then each gradient is gated at
+ *     relative L2 <= 10x the largest CPU-float-vs-float64 relative L2 of that net, at least
+ *     the elementwise bound: a wrong tensor, layout or missed accumulation gives >= 1.
+ *   The forward (loss, top-1, logits, running statistics) moves by rounding only and stays
+ *   elementwise in both cases.
  * Tolerances, per tensor with scale = max|ref| of that tensor:
  *   fp32 (exact mode: FMA math, no TF32): |a-b| <= 2e-4*scale + 2e-3*|ref| elementwise;
  *   bf16 (activations and conv weights rounded to 8 bits of mantissa): ||a-b||_2 <= L *
@@ -16,10 +34,6 @@
  *     shows up amplified with depth: measured on an H100/H200, resnet8 max 0.20 (L = 0.3),
  *     slim resnet18 max 0.64 in its first layers (L = 0.8); a wrong tensor, layout or missed
  *     accumulation gives >= 1.
- * Not gated yet (issue 7): slim resnet50 width 8 at 128px, where fp32 differs in one channel
- * of layer4.2.bn3 by 2% and the difference spreads upstream (suspected near-constant channel,
- * i.e. conditioning, not verified); width 4 passes fp32, and resnet50_w4 matches PyTorch in
- * test_resnet_vs_pytorch --backend=cuda.
  * Prints "MAXREL <prec> <max over tensors of max|a-b|/scale>" for scripts/gpu_check.sh.
  * Usage: test_cuda_vs_cpu [--prec=fp32|bf16]; exit 77 without a device.
  */
@@ -27,16 +41,82 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/cpu/net.h" /* the float64 executor (ih_model_f64: real = double) */
 #include "model/graph.h"
 #include "model/model.h"
 #include "tests/model/fd_check.h"
 
+enum { KINK_FACTOR = 10 };
 static model_precision g_prec = MODEL_PREC_FP32;
 static double g_l2max = 0.3; /* bf16 bound of the net being checked */
 static double g_maxrel;
+static double g_kink_l2;     /* fp32: > 0 when the net has a rounding-flipped ReLU kink */
 
 /* One named tensor; returns its max|a-b| / max|ref|. */
-static void cmp(const char *net, const char *name, const float *got, const float *ref, size_t n)
+static double rel_l2(const float *got, const double *ref, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)got[i] - ref[i];
+        num += d * d;
+        den += ref[i] * ref[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static int fp32_close(const float *got, const double *ref, size_t n)
+{
+    double scale = 0;
+    for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs(ref[i]));
+    for (size_t i = 0; i < n; i++)
+        if (!ih_close(got[i], ref[i], 2e-4 * scale + 1e-30, 2e-3)) return 0;
+    return 1;
+}
+
+/* The fp32 calibration (file header): the CPU float step's gradients against the float64
+ * executor's on the same parameters, state and batch. Sets g_kink_l2 to the largest relative
+ * L2 when some segment misses the elementwise fp32 tolerance, else to 0. */
+static void calibrate(const char *net, const model_graph *g, const float *p, const float *st,
+                      const uint8_t *img, const int32_t *lab, int n, const float *grads32)
+{
+    size_t np = g->nparams, ns = g->nstate;
+    double *pd = malloc(np * sizeof(double)), *sd = malloc((ns + 1) * sizeof(double));
+    double *gd = calloc(np, sizeof(double));
+    model_cpu_net_f64 *x = NULL;
+    g_kink_l2 = 0;
+    CHECK(pd && sd && gd, "%s: out of memory", net);
+    CHECK(model_cpu_net_create_f64(&x, g, n, 0.1, 1e-5) == IH_OK, "%s: f64: %s", net, ih_last_error());
+    if (!pd || !sd || !gd || !x) goto out;
+    for (size_t i = 0; i < np; i++) pd[i] = p[i];
+    for (size_t i = 0; i < ns; i++) sd[i] = st[i];
+    double loss = 0;
+    model_cpu_forward_f64(x, pd, sd, img, n, 1);
+    model_cpu_loss_f64(x, lab, n, 1.0 / n, &loss, NULL);
+    model_cpu_backward_f64(x, pd, gd, n, NULL, NULL);
+    int off = 0;
+    double worst = 0;
+    const char *wname = "-";
+    for (int s = 0; s < g->nsegs; s++) {
+        const model_param_seg *sg = &g->segs[s];
+        double l2 = rel_l2(grads32 + sg->offset, gd + sg->offset, sg->count);
+        if (l2 > worst) worst = l2, wname = sg->name;
+        off += !fp32_close(grads32 + sg->offset, gd + sg->offset, sg->count);
+    }
+    if (off) g_kink_l2 = worst;
+    printf("%s fp32 calibration: CPU float vs float64: %d of %d gradient segments outside the "
+           "fp32 tolerance, max rel-L2 %.3g (%s): %s\n", net, off, g->nsegs, worst, wname,
+           off ? "ReLU kink flipped by rounding; gradients gated by rel-L2" : "smooth; elementwise");
+out:
+    model_cpu_net_destroy_f64(x);
+    free(pd);
+    free(sd);
+    free(gd);
+}
+
+/* One named tensor; returns its max|a-b| / max|ref|. grad: a gradient segment (the kink rule
+ * of the file header applies). */
+static void cmp_t(const char *net, const char *name, const float *got, const float *ref, size_t n,
+                  int grad)
 {
     double scale = 0, num = 0, den = 0, maxd = 0;
     for (size_t i = 0; i < n; i++) {
@@ -47,10 +127,16 @@ static void cmp(const char *net, const char *name, const float *got, const float
         den += (double)ref[i] * ref[i];
     }
     double rel = scale > 0 ? maxd / scale : maxd;
-    if (rel > g_maxrel) g_maxrel = rel;
+    int kinked = g_prec == MODEL_PREC_FP32 && grad && g_kink_l2 > 0;
+    if (rel > g_maxrel && !kinked) g_maxrel = rel; /* MAXREL: elementwise-gated tensors */
     char nm[200];
     snprintf(nm, sizeof nm, "%s: %s", net, name);
-    if (g_prec == MODEL_PREC_FP32) {
+    if (kinked) {
+        double l2 = den > 0 ? sqrt(num / den) : sqrt(num), lim = fmax(KINK_FACTOR * g_kink_l2, 2e-3);
+        CHECK(l2 <= lim && !isnan(l2), "%s: relative L2 error %.3g > %.3g (%dx the CPU float's "
+              "own distance from float64; max abs %.3g, scale %.3g)", nm, l2, lim, KINK_FACTOR,
+              maxd, scale);
+    } else if (g_prec == MODEL_PREC_FP32) {
         double *g = malloc(n * sizeof(double)), *r = malloc(n * sizeof(double));
         for (size_t i = 0; i < n; i++) g[i] = got[i], r[i] = ref[i];
         compare_arrays(nm, g, r, n, 2e-4 * scale + 1e-30, 2e-3);
@@ -61,6 +147,11 @@ static void cmp(const char *net, const char *name, const float *got, const float
         CHECK(l2 <= g_l2max && !isnan(l2), "%s: relative L2 error %.3g > %.2g (max abs %.3g, "
               "scale %.3g)", nm, l2, g_l2max, maxd, scale);
     }
+}
+
+static void cmp(const char *net, const char *name, const float *got, const float *ref, size_t n)
+{
+    cmp_t(net, name, got, ref, n, 0);
 }
 
 static void run(const char *arch, int width, int size, int classes, int n)
@@ -98,6 +189,8 @@ static void run(const char *arch, int width, int size, int classes, int n)
     for (size_t i = 0; i < nimg; i++) img[i] = (uint8_t)ih_rng_below(&r, 256);
     for (int i = 0; i < n; i++) lab[i] = (int32_t)ih_rng_below(&r, (uint64_t)classes);
 
+    float *st0 = malloc((ns + 1) * sizeof(float));
+    memcpy(st0, model_state(cpu), ns * sizeof(float));
     CHECK(model_eval_logits(cpu, img, n, lc) == IH_OK, "%s", ih_last_error());
     CHECK(model_eval_logits(gpu, img, n, lg) == IH_OK, "%s: eval: %s", net, ih_last_error());
     cmp(net, "eval logits (initial running stats)", lg, lc, (size_t)n * classes);
@@ -116,12 +209,16 @@ static void run(const char *arch, int width, int size, int classes, int n)
     printf("%s %s: loss %.6f (CPU %.6f), top-1 %d (CPU %d)\n", net,
            g_prec == MODEL_PREC_FP32 ? "fp32" : "bf16", loss_g, loss_c, hit_g, hit_c);
     const float *gc = model_grads(cpu), *gg = model_grads(gpu);
+    g_kink_l2 = 0;
+    if (g_prec == MODEL_PREC_FP32)
+        calibrate(net, model_net_graph(cpu), model_params(cpu), st0, img, lab, n, gc);
     for (size_t s = 0; s < nseg; s++)
-        cmp(net, segs[s].name, gg + segs[s].offset, gc + segs[s].offset, segs[s].count);
+        cmp_t(net, segs[s].name, gg + segs[s].offset, gc + segs[s].offset, segs[s].count, 1);
     cmp(net, "BN running stats", model_state(gpu), model_state(cpu), ns);
     CHECK(model_eval_logits(cpu, img, n, lc) == IH_OK, "%s", ih_last_error());
     CHECK(model_eval_logits(gpu, img, n, lg) == IH_OK, "%s: eval: %s", net, ih_last_error());
     cmp(net, "eval logits (updated running stats)", lg, lc, (size_t)n * classes);
+    free(st0);
     free(img);
     free(lab);
     free(lc);
@@ -145,7 +242,10 @@ int main(int argc, char **argv)
     run("resnet8", 0, 16, 10, 8);
     g_l2max = 0.8;
     run("resnet18", 8, 128, 5, 4);
-    if (g_prec == MODEL_PREC_FP32) run("resnet50", 4, 128, 10, 4);
+    if (g_prec == MODEL_PREC_FP32) {
+        run("resnet50", 4, 128, 10, 4);
+        run("resnet50", 8, 128, 10, 4);
+    }
     printf("MAXREL %s %.3e\n", g_prec == MODEL_PREC_FP32 ? "fp32" : "bf16", g_maxrel);
     return ih_test_result();
 }
