@@ -187,6 +187,12 @@ ih_err mode_train(ih_cfg *cfg, comm_ctx *comm)
                 IH_TRY_GOTO(session_checkpoint(&S, epoch, b_idx, iter), e, fail);
         }
         clear_bar(&bar_on);
+        pipe_epoch_stats es;
+        pipe_loader_epoch_stats(S.train, &es);
+        if (es.replaced) /* every rank reports its own shard */
+            IH_WARN("epoch %lld: %lld of %lld samples came from undecodable records and were replaced "
+                    "(%lld distinct bad records so far; see the warnings above)", (long long)epoch,
+                    (long long)es.replaced, (long long)es.images, (long long)es.bad_records);
         const int epoch_done = !stopped || b_idx == ipe;
         if (epoch_done && S.val) {
             int64_t cnt;
@@ -195,8 +201,9 @@ ih_err mode_train(ih_cfg *cfg, comm_ctx *comm)
                       (long long)epoch, top1, top5, (long long)cnt, ep_n ? ep_loss / ep_n : NAN,
                       ih_now_s() - t_start);
             if (rank0) {
-                fprintf(metrics, "{\"epoch\":%lld,\"iter\":%lld,\"val_top1\":%.5f,\"val_top5\":%.5f,\"val_count\":%lld}\n",
-                        (long long)epoch, (long long)iter, top1, top5, (long long)cnt);
+                fprintf(metrics, "{\"epoch\":%lld,\"iter\":%lld,\"val_top1\":%.5f,\"val_top5\":%.5f,\"val_count\":%lld,"
+                        "\"replaced_samples\":%lld,\"data_wait_s\":%.3f}\n",
+                        (long long)epoch, (long long)iter, top1, top5, (long long)cnt, (long long)es.replaced, es.wait_s);
                 fflush(metrics);
             }
         }
