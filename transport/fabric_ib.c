@@ -505,7 +505,7 @@ static ih_err connect_peer(ib_fabric *t, int pi, int pport, uint64_t deadline, i
             e = next_event(ch, deadline, &ev);
             if (e) break;
             if (!ev) {
-                e = ih_fail(IH_E_TIMEOUT, "RDMA connect to %s: no answer within %.1f s%s%s", what,
+                e = ih_fail(IH_E_TIMEOUT, "cannot reach %s over RDMA: no answer within %.1f s%s%s", what,
                             (double)timeout_ms / 1e3, last[0] ? "; last error: " : "", last);
                 break;
             }
