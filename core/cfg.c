@@ -38,6 +38,7 @@ void ih_cfg_defaults(ih_cfg *c)
     c->bucket_mb = 25;
     c->first_bucket_mb = 1;
     snprintf(c->algo, sizeof c->algo, "auto");
+    snprintf(c->fabric, sizeof c->fabric, "tcp");
     c->profile_iters = 20;
 }
 
@@ -82,6 +83,10 @@ void ih_cfg_usage(FILE *f, const char *prog)
         "  --first-bucket-mb F     the first bucket, ready earliest in backward (1)\n"
         "  --algo auto|hd|ring     allreduce algorithm (auto)\n"
         "  --comm-timeout S        seconds any collective may wait for a peer (300)\n"
+        "  --fabric tcp|ib|auto    transport between workers; auto: ib where every worker has a\n"
+        "                          usable RDMA device, else tcp (tcp)\n"
+        "  --ib-dev NAME           ib: RDMA device, e.g. mlx5_0 (the one carrying MASTER_ADDR's route)\n"
+        "  --ib-port N             ib: device port (the address's)\n"
         "run control:\n"
         "  --mode train|eval|profile (train)\n"
         "  -o, --out-dir DIR       checkpoints, config.txt, metrics.jsonl (run)\n"
@@ -132,7 +137,7 @@ enum {
     O_TRAIN = 1000, O_VAL, O_THREADS, O_IMAGE, O_RESIZE, O_MINS, O_MAXS, O_ARCH, O_BACKEND,
     O_NCLS, O_LR, O_WARM, O_SCHED, O_DECAY, O_MOM, O_WD, O_NONEST, O_NOMC, O_SEED, O_MODE,
     O_RESUME, O_CKPT, O_LOGEVERY, O_MAXIT, O_PROG, O_NOPROG, O_NPROC, O_ACCUM, O_BUCKET, O_FBUCKET,
-    O_ALGO, O_CTIMEOUT, O_CKEVERY, O_PITERS, O_TRACE
+    O_ALGO, O_CTIMEOUT, O_CKEVERY, O_PITERS, O_TRACE, O_FABRIC, O_IBDEV, O_IBPORT
 };
 
 ih_err ih_cfg_parse(ih_cfg *c, int argc, char **argv, int *help_printed)
@@ -156,6 +161,8 @@ ih_err ih_cfg_parse(ih_cfg *c, int argc, char **argv, int *help_printed)
         {"nproc", required_argument, 0, O_NPROC},       {"accumulate", required_argument, 0, O_ACCUM},
         {"bucket-mb", required_argument, 0, O_BUCKET},  {"first-bucket-mb", required_argument, 0, O_FBUCKET},
         {"algo", required_argument, 0, O_ALGO},         {"comm-timeout", required_argument, 0, O_CTIMEOUT},
+        {"fabric", required_argument, 0, O_FABRIC}, {"ib-dev", required_argument, 0, O_IBDEV},
+        {"ib-port", required_argument, 0, O_IBPORT},
         {"ckpt-every", required_argument, 0, O_CKEVERY}, {"profile-iters", required_argument, 0, O_PITERS},
         {"trace", required_argument, 0, O_TRACE},
         {0, 0, 0, 0}};
@@ -231,6 +238,13 @@ ih_err ih_cfg_parse(ih_cfg *c, int argc, char **argv, int *help_printed)
             IH_TRY(copy_str("algo", c->algo, sizeof c->algo, a));
             break;
         case O_CTIMEOUT: IH_TRY(parse_dbl("comm-timeout", a, 0.1, 1e6, &dv)); c->comm_timeout_s = dv; break;
+        case O_FABRIC:
+            if (strcmp(a, "tcp") && strcmp(a, "ib") && strcmp(a, "auto"))
+                return ih_fail(IH_E_USAGE, "--fabric: '%s' is not one of tcp, ib, auto", a);
+            IH_TRY(copy_str("fabric", c->fabric, sizeof c->fabric, a));
+            break;
+        case O_IBDEV: IH_TRY(copy_str("ib-dev", c->ib_dev, sizeof c->ib_dev, a)); break;
+        case O_IBPORT: IH_TRY(parse_int("ib-port", a, 1, 255, &iv)); c->ib_port = (int)iv; break;
         case O_CKEVERY: IH_TRY(parse_int("ckpt-every", a, 0, 0x7fffffffL, &iv)); c->ckpt_every = iv; break;
         case O_PITERS: IH_TRY(parse_int("profile-iters", a, 1, 100000, &iv)); c->profile_iters = (int)iv; break;
         case O_TRACE: IH_TRY(copy_str("trace", c->trace, sizeof c->trace, a)); break;
@@ -274,6 +288,7 @@ void ih_cfg_print(const ih_cfg *c, FILE *f)
     fprintf(f, "  %-22s %d\n", "decode threads", c->threads);
     fprintf(f, "  %-22s %d x %d workers x %d virtual = %ld\n", "batch n x k x V", c->batch, c->world, c->accumulate, gb);
     fprintf(f, "  %-22s %g MB first, then %g MB (%s)\n", "allreduce buckets", c->first_bucket_mb, c->bucket_mb, c->algo);
+    fprintf(f, "  %-22s %s\n", "fabric", c->fabric);
     fprintf(f, "  %-22s %d\n", "epochs", c->epochs);
     fprintf(f, "  %-22s %g\n", "base lr (per 256)", c->base_lr);
     fprintf(f, "  %-22s %g  (derived: base*%ld/256)\n", "lr after warmup", c->base_lr * (double)gb / 256.0, gb);

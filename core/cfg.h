@@ -54,6 +54,9 @@ typedef struct {
     double first_bucket_mb; /* the first bucket, complete earliest in backward (1) */
     char algo[8];         /* allreduce algorithm: auto | hd | ring */
     double comm_timeout_s;/* every collective wait (0: IH_COMM_TIMEOUT_S or 300) */
+    char fabric[8];       /* tcp | ib | auto (tcp) */
+    char ib_dev[64];      /* ib: RDMA device ("" : the one that carries the address) */
+    int ib_port;          /* ib: port (0: the address's) */
     /* profile mode */
     int profile_iters;    /* measured iterations (after 3 warm-up ones) */
     char trace[1024];     /* Chrome trace-event JSON file ("" none) */

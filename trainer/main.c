@@ -101,6 +101,9 @@ int main(int argc, char **argv)
             comm_opts co;
             memset(&co, 0, sizeof co);
             co.timeout_ms = (int64_t)(cfg.comm_timeout_s * 1000);
+            co.fabric = cfg.fabric;
+            co.ib_dev = cfg.ib_dev[0] ? cfg.ib_dev : NULL;
+            co.ib_port = cfg.ib_port;
             e = comm_ctx_create(&comm, &bi, &co);
         }
         if (e == IH_OK) e = cfg.mode == IH_MODE_PROFILE ? mode_profile(&cfg, comm) : mode_train(&cfg, comm);
