@@ -69,7 +69,7 @@ else
         || { grep -E 'error|Error' "$out/build.log" | head -n 40; echo "build failed"; }
 
     stage "GPU tests (CUDA backend vs CPU and vs PyTorch references)"
-    (cd "$build" && IH_DEBUG=INFO timeout 300 ctest -L gpu --output-on-failure) >"$out/tests.log" 2>&1
+    (cd "$build" && IH_DEBUG=INFO timeout 110 ctest -L gpu -j 4 --output-on-failure) >"$out/tests.log" 2>&1
     gpu_rc=$?
     grep -E 'Test +#|tests passed|MAXREL|loss|FAIL' "$out/tests.log" | head -n 80
 fi
@@ -77,26 +77,29 @@ maxrel=$(grep -h 'MAXREL bf16' "$out/tests.log" 2>/dev/null | awk '{print $3}' |
 maxrel32=$(grep -h 'MAXREL fp32' "$out/tests.log" 2>/dev/null | awk '{print $3}' | tail -n1)
 
 declare -A ips
-bench_one() { # who n
+bench_one() { # who n   (who = ours | torch | eager: ours without the CUDA graph)
     local who=$1 n=$2 iters=20 log="$out/bench.log"
     [ "$n" -ge 256 ] && iters=10
     if [ "$dry" = 1 ]; then ips[$who$n]=na; return; fi
     local one="$out/bench_$who$n.tmp"
-    if [ "$who" = ours ]; then
+    if [ "$who" = ours ] || [ "$who" = eager ]; then
+        [ "$who" = eager ] && export IH_CUDA_GRAPH=0
         timeout 120 "$build/bench/bench_train_step" --batch="$n" --iters=$iters >"$one" 2>&1
+        unset IH_CUDA_GRAPH
     else
         PYTHONUNBUFFERED=1 timeout 120 "$py" bench/torch_train_step.py --batch "$n" --iters $iters >"$one" 2>&1
     fi
     echo "rc=$?" >>"$one"
     { echo "-- $who n=$n"; cat "$one"; } >>"$log"
     local v
-    v=$(grep "^BENCH $who .* n=$n " "$one" | tail -n1 | sed 's/.*img_s=\([0-9.]*\).*/\1/')
+    v=$(grep -E "^BENCH (ours|torch) .* n=$n " "$one" | tail -n1 | sed 's/.*img_s=\([0-9.]*\).*/\1/')
     ips[$who$n]=${v:-na}
     grep -A1 '^# arch' "$one" | tail -n1
     rm -f "$one"
 }
 stage "benchmark: ResNet-50 training step (fwd+loss+bwd, no optimiser), synthetic 224x224, bf16"
 for n in 32 256; do bench_one ours $n; bench_one torch $n; done
+bench_one eager 32 # attribution: the same step without the CUDA graph
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a+0 > 0 && b+0 > 0) printf "%.2f", a/b; else print "na" }'; }
 stage summary
@@ -105,6 +108,7 @@ for n in 32 256; do
     printf '  %-10s %-6s %14s %14s %12s\n' resnet50 "$n" "${ips[ours$n]}" "${ips[torch$n]}" \
         "$(ratio "${ips[ours$n]}" "${ips[torch$n]}")"
 done
+echo "# ours at n=32 without the CUDA graph (IH_CUDA_GRAPH=0): ${ips[eager32]} img/s"
 echo "# GPU tests rc=$gpu_rc, max_rel_err bf16=${maxrel:-na} fp32=${maxrel32:-na}; $(( $(date +%s) - t0 ))s in all"
 rc=$gpu_rc
 if [ -n "${IH_BENCH_MIN_RATIO:-}" ]; then

@@ -87,19 +87,47 @@ __global__ void bn_stats_k(const T *x, size_t m, int c, float *partial)
         }
 }
 
-/* aux per BN layer: [mean][istd][scale][shift][ka][kb][kc], c floats each. */
+/* The per-channel sums of nparts partial rows [nparts][2][c], in double and in a fixed order
+ * (so deterministic): block (32, FIN_ROWS) covers 32 channels, thread row ty adds the parts
+ * ty, ty + FIN_ROWS, ...; then row 0 adds the FIN_ROWS results in order. One thread per
+ * channel looping over up to 1024 parts serialised ~100 BN layers per step on latency.
+ * Returns the two sums on threads ty == 0 (others get garbage); ch may be >= c. */
+enum { FIN_ROWS = 16 };
+__device__ __forceinline__ void sum_parts(const float *partial, int c, int nparts, int ch,
+                                          double *s1, double *s2)
+{
+    __shared__ double sh[2][FIN_ROWS][32];
+    int tx = threadIdx.x, ty = threadIdx.y;
+    double a = 0, b = 0;
+    if (ch < c)
+        for (int p = ty; p < nparts; p += FIN_ROWS) {
+            a += partial[((size_t)p * 2 + 0) * c + ch];
+            b += partial[((size_t)p * 2 + 1) * c + ch];
+        }
+    sh[0][ty][tx] = a;
+    sh[1][ty][tx] = b;
+    __syncthreads();
+    a = b = 0;
+    if (ty == 0)
+        for (int r = 0; r < FIN_ROWS; r++) {
+            a += sh[0][r][tx];
+            b += sh[1][r][tx];
+        }
+    *s1 = a;
+    *s2 = b;
+}
+
+/* aux per BN layer: [mean][istd][scale][shift][ka][kb][kc], c floats each.
+ * Launch: grid ceil(c/32), block (32, FIN_ROWS). */
 template <typename T>
 __global__ void bn_finalize_k(const T *x, size_t m, int c, int nparts, const float *partial,
                               const float *gamma, const float *beta, float *aux, float *run_mean,
                               float *run_var, double momentum, double eps)
 {
-    int ch = blockIdx.x * blockDim.x + threadIdx.x;
-    if (ch >= c) return;
-    double s1 = 0, s2 = 0;
-    for (int b = 0; b < nparts; b++) {
-        s1 += partial[((size_t)b * 2 + 0) * c + ch];
-        s2 += partial[((size_t)b * 2 + 1) * c + ch];
-    }
+    int ch = blockIdx.x * 32 + threadIdx.x;
+    double s1, s2;
+    sum_parts(partial, c, nparts, ch, &s1, &s2);
+    if (ch >= c || threadIdx.y != 0) return;
     double dm = s1 / (double)m, var = s2 / (double)m - dm * dm;
     if (var < 0) var = 0;
     double mean = (double)tof(x[ch]) + dm, istd = 1.0 / sqrt(var + eps);
@@ -185,17 +213,15 @@ __global__ void bn_bwd_reduce_k(const TX *x, const TG *dy, const TG *y, size_t m
         }
 }
 
-/* dgamma += sum(dy'*xhat), dbeta += sum(dy'); dx = ka*dy' + kb*(x - mean) + kc. */
+/* dgamma += sum(dy'*xhat), dbeta += sum(dy'); dx = ka*dy' + kb*(x - mean) + kc.
+ * Launch: grid ceil(c/32), block (32, FIN_ROWS). */
 __global__ void bn_bwd_finalize_k(size_t m, int c, int nparts, const float *partial,
                                   const float *gamma, float *dgamma, float *dbeta, float *aux)
 {
-    int ch = blockIdx.x * blockDim.x + threadIdx.x;
-    if (ch >= c) return;
-    double sdy = 0, sdyx = 0;
-    for (int b = 0; b < nparts; b++) {
-        sdy += partial[((size_t)b * 2 + 0) * c + ch];
-        sdyx += partial[((size_t)b * 2 + 1) * c + ch];
-    }
+    int ch = blockIdx.x * 32 + threadIdx.x;
+    double sdy, sdyx;
+    sum_parts(partial, c, nparts, ch, &sdy, &sdyx);
+    if (ch >= c || threadIdx.y != 0) return;
     double is = aux[c + ch], g = gamma[ch];
     dgamma[ch] += (float)(sdyx * is);
     dbeta[ch] += (float)sdy;

@@ -5,7 +5,10 @@
  * NHWC filter) weights. The algorithm per layer and direction is chosen once at create from
  * cuDNN's heuristics (cudnnGet*Algorithm_v7): the first one that is supported, fits the
  * workspace cap, is deterministic (so the same batch gives the same bits, as on the CPU) and,
- * in the fp32 exact mode, uses plain FMA math (no TF32). One workspace for all layers.
+ * in the fp32 exact mode, uses plain FMA math (no TF32); in bf16 mode they are then replaced
+ * by cudnnFind's measured fastest (conv_find). One workspace for all layers.
+ * A training step is captured as a CUDA graph per (batch, loss scale) and replayed; input
+ * copies run on their own stream, overlapped with the previous step (put_input).
  * Precision of tensors: the normalised input has the compute type, with its 3 channels
  * padded to 16 bytes (4 fp32 or 8 bf16; cuDNN 9 has no NHWC kernel for 3 fp32 channels), and
  * the stem conv reads a padded copy of its weights and writes a padded weight gradient that
@@ -63,8 +66,16 @@ struct model_cuda_net {
     int32_t *argmax;
     void *ws;
     size_t ws_bytes;
-    uint8_t *d_img;
-    int32_t *d_lab;
+    uint8_t *d_img, *d_img_in;     /* graph input; copy-stream landing buffer */
+    int32_t *d_lab, *d_lab_in;
+    uint8_t *h_img;                /* pinned staging for pageable callers' images */
+    int32_t *h_lab;                /* pinned staging for labels */
+    cudaStream_t cs;               /* input copies, overlapped with the previous step */
+    cudaEvent_t copied, landed_free; /* input landed on the device; landing buffer reusable */
+    cudaGraphExec_t graph;         /* the captured training step for graph_n / graph_scale */
+    int graph_n, graph_off;
+    double graph_scale;
+    void *blas_ws;
     double *d_loss, *h_loss;
     int *d_hit, *h_hit;
 };
@@ -122,7 +133,7 @@ static ih_err bn_fwd_train_t(net *e, const model_layer *l, int n)
     if (V == 8) bn_stats_k<TX, 8><<<grd, blk, shm, e->s>>>(x, m, c, e->partial);
     else bn_stats_k<TX, 1><<<grd, blk, shm, e->s>>>(x, m, c, e->partial);
     IH_CUDA_LAUNCHED("bn_stats_k");
-    bn_finalize_k<TX><<<(c + 127) / 128, 128, 0, e->s>>>(
+    bn_finalize_k<TX><<<(c + 31) / 32, dim3(32, FIN_ROWS), 0, e->s>>>(
         x, m, c, (int)grd.y, e->partial, e->params + l->w_off, e->params + l->b_off, aux, rm, rv,
         e->momentum, e->eps);
     IH_CUDA_LAUNCHED("bn_finalize_k");
@@ -175,7 +186,7 @@ static ih_err bn_bwd_t(net *e, const model_layer *l, int n)
     if (V == 8) bn_bwd_reduce_k<TX, TG, 8><<<grd, blk, shm, e->s>>>(x, dy, y, m, c, aux, e->partial, relu);
     else bn_bwd_reduce_k<TX, TG, 1><<<grd, blk, shm, e->s>>>(x, dy, y, m, c, aux, e->partial, relu);
     IH_CUDA_LAUNCHED("bn_bwd_reduce_k");
-    bn_bwd_finalize_k<<<(c + 127) / 128, 128, 0, e->s>>>(m, c, (int)grd.y, e->partial,
+    bn_bwd_finalize_k<<<(c + 31) / 32, dim3(32, FIN_ROWS), 0, e->s>>>(m, c, (int)grd.y, e->partial,
                                                           e->params + l->w_off,
                                                           e->grads + l->w_off,
                                                           e->grads + l->b_off, aux);
@@ -413,6 +424,78 @@ none:
                    dt == BF16 ? "bf16" : "fp32", exact ? ", FMA math" : "");
 }
 
+/* bf16 (speed) mode: replaces the heuristics' choices by cuDNN's measured ones
+ * (cudnnFind*AlgorithmEx on the real buffers at max_batch, as PyTorch's cudnn.benchmark),
+ * with at most `cap` bytes of workspace. Fastest deterministic algorithm unless a
+ * non-deterministic one is more than 10% faster (bf16 results are compared by L2, not bits).
+ * The calls write into activations, activation gradients and the bf16 weight-gradient
+ * scratch, all of which a step overwrites before reading. Grows *ws_need. */
+#define FIND_PICK(res, cnt, cap, out)                                                      \
+    do {                                                                                   \
+        int any_ = -1, det_ = -1;                                                          \
+        for (int i_ = 0; i_ < (cnt); i_++) {                                               \
+            if ((res)[i_].status != CUDNN_STATUS_SUCCESS || (res)[i_].memory > (cap)) continue; \
+            if (any_ < 0) any_ = i_;                                                       \
+            if (det_ < 0 && (res)[i_].determinism == CUDNN_DETERMINISTIC) det_ = i_;       \
+        }                                                                                  \
+        (out) = det_ >= 0 && (res)[det_].time <= 1.1f * (res)[any_].time ? det_ : any_;    \
+    } while (0)
+
+static ih_err conv_find(net *e, int li, void *ws, size_t cap, size_t *ws_need)
+{
+    const model_layer *l = &e->g->layers[li];
+    conv_plan *p = &e->conv[li];
+    int padded = l->in[0] == 0, cnt = 0, q = -1;
+    const void *w = padded ? e->wpad : (const void *)(e->params16 + l->w_off);
+    void *dw = padded ? e->dwpad : (void *)(e->wgrad16 + l->w_off);
+    cudnnConvolutionFwdAlgoPerf_t fr[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    IH_CUDNN(cudnnSetConvolutionMathType(p->cf, CUDNN_TENSOR_OP_MATH));
+    IH_CUDNN(cudnnFindConvolutionForwardAlgorithmEx(e->dnn, p->x, e->val[l->in[0]], p->w, w, p->cf,
+                                                    p->y, e->val[l->out], CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+                                                    &cnt, fr, ws, cap));
+    FIND_PICK(fr, cnt, cap, q);
+    if (q >= 0) {
+        p->fa = fr[q].algo;
+        if (fr[q].memory > *ws_need) *ws_need = fr[q].memory;
+        IH_CUDNN(cudnnSetConvolutionMathType(p->cf, fr[q].mathType));
+    }
+    if (l->accum[0] >= 0) {
+        cudnnConvolutionBwdDataAlgoPerf_t dr[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+        IH_CUDNN(cudnnSetConvolutionMathType(p->cd, CUDNN_TENSOR_OP_MATH));
+        IH_CUDNN(cudnnFindConvolutionBackwardDataAlgorithmEx(
+            e->dnn, p->w, w, p->y, e->grad[l->out], p->cd, p->x, e->grad[l->in[0]],
+            CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &cnt, dr, ws, cap));
+        FIND_PICK(dr, cnt, cap, q);
+        if (q >= 0) {
+            p->da = dr[q].algo;
+            if (dr[q].memory > *ws_need) *ws_need = dr[q].memory;
+            IH_CUDNN(cudnnSetConvolutionMathType(p->cd, dr[q].mathType));
+        }
+    }
+    cudnnConvolutionBwdFilterAlgoPerf_t wr[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+    IH_CUDNN(cudnnSetConvolutionMathType(p->cw, CUDNN_TENSOR_OP_MATH));
+    IH_CUDNN(cudnnFindConvolutionBackwardFilterAlgorithmEx(
+        e->dnn, p->x, e->val[l->in[0]], p->y, e->grad[l->out], p->cw, p->w, dw,
+        CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &cnt, wr, ws, cap));
+    FIND_PICK(wr, cnt, cap, q);
+    if (q >= 0) {
+        p->wa = wr[q].algo;
+        if (wr[q].memory > *ws_need) *ws_need = wr[q].memory;
+        IH_CUDNN(cudnnSetConvolutionMathType(p->cw, wr[q].mathType));
+    }
+    size_t a = 0, b = 0, c = 0; /* exact sizes for the chosen algorithms and math types */
+    IH_CUDNN(cudnnGetConvolutionForwardWorkspaceSize(e->dnn, p->x, p->w, p->cf, p->y, p->fa, &a));
+    if (l->accum[0] >= 0)
+        IH_CUDNN(cudnnGetConvolutionBackwardDataWorkspaceSize(e->dnn, p->w, p->y, p->cd, p->x, p->da, &b));
+    IH_CUDNN(cudnnGetConvolutionBackwardFilterWorkspaceSize(e->dnn, p->x, p->y, p->cw, p->w, p->wa, &c));
+    if (a > *ws_need) *ws_need = a;
+    if (b > *ws_need) *ws_need = b;
+    if (c > *ws_need) *ws_need = c;
+    IH_TRACE(IH_LOG_MODEL, "conv layer %d: measured algos fwd %d bwd-data %d bwd-filter %d", li,
+             (int)p->fa, (int)p->da, (int)p->wa);
+    return IH_OK;
+}
+
 /* Re-describes every conv for batch n (no allocation) and checks the workspace still fits. */
 static ih_err set_batch(net *e, int n)
 {
@@ -455,9 +538,16 @@ void model_cuda_net_destroy(net *e)
     /* Errors while tearing down are not actionable; the first error was reported already. */
     void *bufs[] = {e->wpad,   e->dwpad,  e->params, e->grads,  e->state,   e->params16, e->wgrad16, e->arena,
                     e->aux,    e->partial, e->argmax, e->ws,       e->d_img,   e->d_lab,
+                    e->d_img_in, e->d_lab_in, e->blas_ws,
                     e->d_loss, e->d_hit};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) cudaFree(bufs[i]);
+    if (e->graph) cudaGraphExecDestroy(e->graph);
+    if (e->h_img) cudaFreeHost(e->h_img);
+    if (e->h_lab) cudaFreeHost(e->h_lab);
+    if (e->copied) cudaEventDestroy(e->copied);
+    if (e->landed_free) cudaEventDestroy(e->landed_free);
+    if (e->cs) cudaStreamDestroy(e->cs);
     if (e->blas) cublasDestroy(e->blas);
     if (e->dnn) cudnnDestroy(e->dnn);
     if (e->s) cudaStreamDestroy(e->s);
@@ -485,6 +575,12 @@ static ih_err create_inner(net *e)
     IH_CUDNN(cudnnSetStream(e->dnn, e->s));
     IH_CUBLAS(cublasCreate(&e->blas));
     IH_CUBLAS(cublasSetStream(e->blas, e->s));
+    /* a workspace of our own, so cuBLAS allocates nothing inside a captured step */
+    IH_CUDA(cudaMalloc(&e->blas_ws, (size_t)32 << 20));
+    IH_CUBLAS(cublasSetWorkspace(e->blas, e->blas_ws, (size_t)32 << 20));
+    IH_CUDA(cudaStreamCreateWithFlags(&e->cs, cudaStreamNonBlocking));
+    IH_CUDA(cudaEventCreateWithFlags(&e->copied, cudaEventDisableTiming));
+    IH_CUDA(cudaEventCreateWithFlags(&e->landed_free, cudaEventDisableTiming));
     IH_CUBLAS(cublasSetMathMode(e->blas, e->prec == MODEL_PREC_FP32 ? CUBLAS_PEDANTIC_MATH
                                                                     : CUBLAS_DEFAULT_MATH));
     e->val = (void **)calloc(nt, sizeof(void *));
@@ -575,14 +671,44 @@ static ih_err create_inner(net *e)
     IH_CUDA(cudaMalloc((void **)&e->aux, (aux + 1) * sizeof(float)));
     IH_CUDA(cudaMalloc((void **)&e->partial, (size_t)PMAX * 2 * cmax * sizeof(float)));
     IH_CUDA(cudaMalloc((void **)&e->argmax, (args + 1) * sizeof(int32_t)));
-    IH_CUDA(cudaMalloc((void **)&e->d_img, (size_t)B * g->image_size * g->image_size * 3));
+    size_t ibytes = (size_t)B * g->image_size * g->image_size * 3;
+    IH_CUDA(cudaMalloc((void **)&e->d_img, ibytes));
+    IH_CUDA(cudaMalloc((void **)&e->d_img_in, ibytes));
     IH_CUDA(cudaMalloc((void **)&e->d_lab, (size_t)B * sizeof(int32_t)));
+    IH_CUDA(cudaMalloc((void **)&e->d_lab_in, (size_t)B * sizeof(int32_t)));
+    IH_CUDA(cudaHostAlloc((void **)&e->h_img, ibytes, cudaHostAllocDefault));
+    IH_CUDA(cudaHostAlloc((void **)&e->h_lab, (size_t)B * sizeof(int32_t), cudaHostAllocDefault));
+    {
+        const char *genv = getenv("IH_CUDA_GRAPH");
+        e->graph_off = genv && !strcmp(genv, "0");
+    }
     IH_CUDA(cudaMalloc((void **)&e->d_loss, (size_t)B * sizeof(double)));
     IH_CUDA(cudaMalloc((void **)&e->d_hit, (size_t)B * sizeof(int)));
 
     size_t ws = 0;
     for (int i = 0; i < nl; i++)
         if (g->layers[i].op == MODEL_OP_CONV) IH_TRY(conv_plan_create(e, i, &ws));
+    const char *fenv = getenv("IH_CUDNN_FIND");
+    if (e->prec == MODEL_PREC_BF16 && !(fenv && !strcmp(fenv, "0"))) {
+        /* measure at create (seconds for ResNet-50); IH_CUDNN_FIND=0 keeps the heuristics */
+        size_t cap = WS_CAP, fws = 0;
+        void *tmp = NULL;
+        while (cudaMalloc(&tmp, cap) != cudaSuccess && cap > ((size_t)64 << 20)) cap /= 2;
+        if (!tmp) {
+            (void)cudaGetLastError();
+            IH_WARN("model cuda: no memory to measure convolution algorithms; keeping cuDNN's "
+                    "heuristic choices");
+        } else {
+            ih_err fe = IH_OK;
+            for (int i = 0; i < nl && fe == IH_OK; i++)
+                if (g->layers[i].op == MODEL_OP_CONV) fe = conv_find(e, i, tmp, cap, &fws);
+            cudaError_t ce = cudaFree(tmp);
+            IH_TRY(fe);
+            if (ce != cudaSuccess)
+                return ih_fail(IH_E_CUDA, "CUDA: cudaFree(find workspace): %s", cudaGetErrorString(ce));
+            ws = fws;
+        }
+    }
     e->ws_bytes = ws;
     IH_CUDA(cudaMalloc(&e->ws, ws + 1));
     e->cur_n = B;
@@ -685,13 +811,50 @@ ih_err model_cuda_sync(net *e)
 
 /* ---- forward / backward ---- */
 
-static ih_err forward(net *e, const uint8_t *images, int n, int train)
+/* Input path. The copy stream lands the batch (and labels) in d_img_in/d_lab_in while the
+ * compute stream may still run the previous step; the compute stream then moves them to
+ * d_img/d_lab (device copies, ~20 us for 256 images), the fixed addresses a captured step
+ * reads, and frees the landing buffers for the next batch. Pageable images are first copied
+ * into pinned staging by this thread (a pageable cudaMemcpyAsync would block the thread until
+ * the stream drained); pinned ones (the pipeline's) are copied directly, and *wait tells the
+ * caller to wait for `copied` before returning, as the caller may reuse them afterwards. */
+static ih_err put_input(net *e, const uint8_t *images, const int32_t *labels, int n, int *wait)
+{
+    const model_graph *g = e->g;
+    size_t bytes = (size_t)n * g->image_size * g->image_size * 3;
+    cudaPointerAttributes pa;
+    int pinned = cudaPointerGetAttributes(&pa, images) == cudaSuccess && pa.type == cudaMemoryTypeHost;
+    (void)cudaGetLastError(); /* a pageable pointer may leave an error on old drivers */
+    IH_CUDA(cudaEventSynchronize(e->copied)); /* the previous copy out of the staging is done */
+    const uint8_t *src = images;
+    if (!pinned) {
+        memcpy(e->h_img, images, bytes);
+        src = e->h_img;
+    }
+    if (labels) memcpy(e->h_lab, labels, (size_t)n * sizeof(int32_t));
+    IH_CUDA(cudaStreamWaitEvent(e->cs, e->landed_free, 0));
+    IH_CUDA(cudaMemcpyAsync(e->d_img_in, src, bytes, cudaMemcpyHostToDevice, e->cs));
+    if (labels)
+        IH_CUDA(cudaMemcpyAsync(e->d_lab_in, e->h_lab, (size_t)n * sizeof(int32_t),
+                                cudaMemcpyHostToDevice, e->cs));
+    IH_CUDA(cudaEventRecord(e->copied, e->cs));
+    IH_CUDA(cudaStreamWaitEvent(e->s, e->copied, 0));
+    IH_CUDA(cudaMemcpyAsync(e->d_img, e->d_img_in, bytes, cudaMemcpyDeviceToDevice, e->s));
+    if (labels)
+        IH_CUDA(cudaMemcpyAsync(e->d_lab, e->d_lab_in, (size_t)n * sizeof(int32_t),
+                                cudaMemcpyDeviceToDevice, e->s));
+    IH_CUDA(cudaEventRecord(e->landed_free, e->s));
+    *wait = pinned;
+    return IH_OK;
+}
+
+/* Forward from d_img (put_input first). No host synchronisation: may be captured. */
+static ih_err forward(net *e, int n, int train)
 {
     const model_graph *g = e->g;
     static const float one = 1.0f, zero = 0.0f;
     IH_TRY(set_batch(e, n));
     size_t npix = (size_t)n * g->image_size * g->image_size;
-    IH_CUDA(cudaMemcpyAsync(e->d_img, images, npix * 3, cudaMemcpyHostToDevice, e->s));
     {
         const float mr = (float)(255 * MODEL_MEAN_R), mg = (float)(255 * MODEL_MEAN_G),
                     mb = (float)(255 * MODEL_MEAN_B), ir = (float)(1.0 / (255 * MODEL_STD_R)),
@@ -815,17 +978,60 @@ static ih_err backward(net *e, int n)
     return IH_OK;
 }
 
-ih_err model_cuda_train_step(net *e, const uint8_t *images, const int32_t *labels, int n,
-                             double loss_scale, double *loss_sum, int *correct)
+/* Forward, loss and backward from d_img/d_lab: the part of a step that is captured. */
+static ih_err step_body(net *e, int n, double loss_scale)
 {
     const model_graph *g = e->g;
-    IH_CUDA(cudaMemcpyAsync(e->d_lab, labels, (size_t)n * sizeof(int32_t), cudaMemcpyHostToDevice, e->s));
-    IH_TRY(forward(e, images, n, 1));
+    IH_TRY(forward(e, n, 1));
     int lt = g->layers[g->nlayers - 1].out;
     softmax_ce_k<<<n, 32, 0, e->s>>>((const float *)e->val[lt], e->d_lab, g->num_classes, loss_scale,
                                      (float *)e->grad[lt], e->d_loss, e->d_hit);
     IH_CUDA_LAUNCHED("softmax_ce_k");
-    IH_TRY(backward(e, n));
+    return backward(e, n);
+}
+
+/* CUDA graph of step_body for (n, loss_scale), captured on first use and replayed: a
+ * ResNet-50 step is ~700 launches, whose host cost (cuDNN's especially) bounds small
+ * batches. A failed capture is reported once and the executor stays eager (IH_CUDA_GRAPH=0
+ * asks for eager from the start). */
+static ih_err run_step(net *e, int n, double loss_scale)
+{
+    if (e->graph_off) return step_body(e, n, loss_scale);
+    if (!e->graph || e->graph_n != n || e->graph_scale != loss_scale) {
+        if (e->graph) IH_CUDA(cudaGraphExecDestroy(e->graph));
+        e->graph = NULL;
+        IH_TRY(set_batch(e, n)); /* host-side descriptor work, before the capture */
+        cudaGraph_t gr = NULL;
+        IH_CUDA(cudaStreamBeginCapture(e->s, cudaStreamCaptureModeThreadLocal));
+        ih_err err = step_body(e, n, loss_scale);
+        cudaError_t ce = cudaStreamEndCapture(e->s, &gr);
+        if (err == IH_OK && ce == cudaSuccess) {
+            ce = cudaGraphInstantiate(&e->graph, gr, 0);
+            if (ce != cudaSuccess) e->graph = NULL;
+        }
+        if (gr) (void)cudaGraphDestroy(gr);
+        if (err != IH_OK || ce != cudaSuccess) {
+            (void)cudaGetLastError();
+            IH_WARN("model cuda: capturing the training step as a CUDA graph failed (%s); running "
+                    "it eagerly from now on", err != IH_OK ? ih_last_error() : cudaGetErrorString(ce));
+            e->graph_off = 1;
+            e->graph = NULL;
+            return step_body(e, n, loss_scale);
+        }
+        e->graph_n = n;
+        e->graph_scale = loss_scale;
+    }
+    IH_CUDA(cudaGraphLaunch(e->graph, e->s));
+    return IH_OK;
+}
+
+ih_err model_cuda_train_step(net *e, const uint8_t *images, const int32_t *labels, int n,
+                             double loss_scale, double *loss_sum, int *correct)
+{
+    int wait = 0;
+    IH_TRY(put_input(e, images, labels, n, &wait));
+    IH_TRY(run_step(e, n, loss_scale));
+    if (wait) IH_CUDA(cudaEventSynchronize(e->copied));
     if (!loss_sum && !correct) return IH_OK;
     IH_CUDA(cudaMemcpyAsync(e->h_loss, e->d_loss, (size_t)n * sizeof(double), cudaMemcpyDeviceToHost, e->s));
     IH_CUDA(cudaMemcpyAsync(e->h_hit, e->d_hit, (size_t)n * sizeof(int), cudaMemcpyDeviceToHost, e->s));
@@ -844,7 +1050,9 @@ ih_err model_cuda_train_step(net *e, const uint8_t *images, const int32_t *label
 ih_err model_cuda_eval_logits(net *e, const uint8_t *images, int n, float *logits)
 {
     const model_graph *g = e->g;
-    IH_TRY(forward(e, images, n, 0));
+    int wait = 0;
+    IH_TRY(put_input(e, images, NULL, n, &wait));
+    IH_TRY(forward(e, n, 0));
     int lt = g->layers[g->nlayers - 1].out;
     IH_CUDA(cudaMemcpyAsync(logits, e->val[lt], (size_t)n * g->num_classes * sizeof(float),
                             cudaMemcpyDeviceToHost, e->s));
