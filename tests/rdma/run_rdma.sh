@@ -8,4 +8,4 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BUILD=$1
 shift
 if [[ -n ${IH_TEST_RDMA_ADDR:-} ]]; then exec "$@"; fi
-IH_RXE_ENV="IH_DEBUG IH_DEBUG_SUBSYS ${IH_RXE_ENV:-}" exec "$HERE/../../scripts/rxe-vm/run.sh" "$BUILD" "$@"
+IH_RXE_ENV="IH_SOURCE_DIR IH_BINARY_DIR IH_DEBUG IH_DEBUG_SUBSYS ${IH_RXE_ENV:-}" exec "$HERE/../../scripts/rxe-vm/run.sh" "$BUILD" "$@"
