@@ -6,7 +6,7 @@ BUILD ?= build
 CMAKE_FLAGS ?= -DIH_WERROR=ON
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all build deps demo test bench clean
+.PHONY: all build deps demo test bench sanitize clean
 
 all: build
 
@@ -31,5 +31,14 @@ test: build
 bench: build
 	@sh scripts/bench.sh $(BUILD)
 
+# ASan+UBSan over the whole suite; TSan over the threaded code (ring, loader, transport, trainer).
+sanitize: deps
+	cmake -S . -B build-asan -DIH_WITH_CUDA=OFF -DIH_SANITIZE='address;undefined' -DIH_WERROR=ON
+	cmake --build build-asan -j $(JOBS)
+	cd build-asan && ctest --output-on-failure -j $(JOBS)
+	cmake -S . -B build-tsan -DIH_WITH_CUDA=OFF -DIH_SANITIZE=thread -DIH_WERROR=ON
+	cmake --build build-tsan -j $(JOBS)
+	cd build-tsan && ctest --output-on-failure -R 'ring|loader|bad_records|allreduce|broadcast|rendezvous|launch|train_|dp_|make_lmdb'
+
 clean:
-	rm -rf $(BUILD) demo-out
+	rm -rf $(BUILD) build-asan build-tsan demo-out
