@@ -69,12 +69,13 @@ else
         || { grep -E 'error|Error' "$out/build.log" | head -n 40; echo "build failed"; }
 
     stage "GPU tests (CUDA backend vs CPU and vs PyTorch references)"
-    (cd "$build" && IH_DEBUG=INFO timeout 110 ctest -L gpu -j 4 --output-on-failure) >"$out/tests.log" 2>&1
+    (cd "$build" && IH_DEBUG=INFO timeout 110 ctest -L gpu -j 4 -V) >"$out/tests.log" 2>&1
     gpu_rc=$?
-    grep -E 'Test +#|tests passed|MAXREL|loss|FAIL' "$out/tests.log" | head -n 80
+    # -V: passing tests' output too (MAXREL, calibration lines), each line prefixed "NN: "
+    grep -E 'Test +#|tests passed|MAXREL|calibration|loss|FAIL' "$out/tests.log" | head -n 80
 fi
-maxrel=$(grep -h 'MAXREL bf16' "$out/tests.log" 2>/dev/null | awk '{print $3}' | tail -n1)
-maxrel32=$(grep -h 'MAXREL fp32' "$out/tests.log" 2>/dev/null | awk '{print $3}' | tail -n1)
+maxrel=$(grep -h 'MAXREL bf16' "$out/tests.log" 2>/dev/null | sed 's/.*MAXREL bf16 //' | awk '{print $1}' | tail -n1)
+maxrel32=$(grep -h 'MAXREL fp32' "$out/tests.log" 2>/dev/null | sed 's/.*MAXREL fp32 //' | awk '{print $1}' | tail -n1)
 
 declare -A ips
 bench_one() { # who n   (who = ours | torch | eager: ours without the CUDA graph)
