@@ -1,7 +1,7 @@
 /* bench_allreduce — allreduce bandwidth of our collectives, with this machine's ceilings
  * measured in the same run.
  *
- *   bench_allreduce --nproc 4 [--bytes 100M] [--algo hd|ring|auto|all] [--fabric tcp]
+ *   bench_allreduce --nproc 4 [--bytes 100M] [--algo hd|ring|auto|all] [--fabric tcp|ib|auto]
  *                   [--iters R] [--warmup W] [--chunk-kb KB] [--max-bytes SIZE]
  *
  * With --nproc N it starts N ranks on this machine through the local launcher; under mpirun,
@@ -32,6 +32,10 @@
 #include "transport/comm.h"
 #include "transport/launch.h"
 #include "transport/sock.h"
+#include "ih_config.h"
+#if IH_WITH_IBVERBS
+#include "transport/fabric_ib.h"
+#endif
 
 extern char **environ;
 
@@ -64,7 +68,7 @@ static int parse_size(const char *s, size_t *out)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: bench_allreduce --nproc N [--bytes SIZE (e.g. 100M; default: sweep 4K..256M)]\n"
-               "         [--algo hd|ring|auto|all (default all)] [--fabric tcp] [--iters R] [--warmup W]\n"
+               "         [--algo hd|ring|auto|all (default all)] [--fabric tcp|ib|auto] [--iters R] [--warmup W]\n"
                "         [--chunk-kb KB] [--max-bytes SIZE (sweep limit)]\n");
 }
 
@@ -174,12 +178,17 @@ static int run_rank(const opts *o, const comm_boot_info *b)
         fprintf(stderr, "bench_allreduce: rank %d: %s\n", r, ih_last_error());
         return 1;
     }
-    double memcpy_bw = 0, tcp1 = 0, tcp2 = 0;
+    double memcpy_bw = 0, tcp1 = 0, tcp2 = 0, rdma_bw = 0;
     int sockbuf = getenv("IH_COMM_SOCKBUF") ? atoi(getenv("IH_COMM_SOCKBUF")) : 0; /* as comm.c */
     if (r == 0) {
         memcpy_bw = memcpy_gbps();
         tcp1 = tcp_gbps(0, sockbuf > 0 ? sockbuf : 0);
         tcp2 = tcp_gbps(1, sockbuf > 0 ? sockbuf : 0);
+#if IH_WITH_IBVERBS
+        /* --fabric ib: the fabric's own ceiling, one RC connection writing to itself */
+        if (!strcmp(o->fabric, "ib") && comm_fabric_ib_write_bw(b->master_addr, 16u << 20, 16, &rdma_bw))
+            fprintf(stderr, "bench_allreduce: raw RDMA write ceiling: %s\n", ih_last_error());
+#endif
     }
     if (comm_coll_barrier(c)) goto fail;
 
@@ -205,6 +214,11 @@ static int run_rank(const opts *o, const comm_boot_info *b)
     ih_print0("# ceilings measured now: memcpy %.2f GB/s; one TCP stream on 127.0.0.1 %.2f GB/s one way; "
               "B = both directions of one connection at once %.2f GB/s total, so busbw <= B/k = %.2f GB/s\n",
               memcpy_bw, tcp1, tcp2, tcp2 / k);
+    if (rdma_bw > 0)
+        ih_print0("# raw RDMA WRITE ceiling measured now (16 MiB writes, 4 in flight, one RC QP from %s to "
+                  "itself): W = %.3f GB/s; the busbw/B*k column uses B = W for --fabric ib\n",
+                  b->master_addr, rdma_bw);
+    double ceil_b = rdma_bw > 0 ? rdma_bw : tcp2;
     ih_print0("# algbw = S/t; busbw = algbw * 2(k-1)/k (nccl-tests); GB = 1e9 B\n");
     ih_print0("# %11s %5s %4s %11s %11s %11s %11s %11s %9s %6s\n", "size(B)", "algo", "R", "time(us)",
               "p10(us)", "p90(us)", "algbw(GB/s)", "busbw(GB/s)", "busbw/B*k", "#wrong");
@@ -251,7 +265,7 @@ static int run_rank(const opts *o, const comm_boot_info *b)
             double algbw = (double)bytes / med / 1e9, busbw = algbw * 2.0 * (k - 1) / k;
             ih_print0("  %11zu %5s %4d %11.1f %11.1f %11.1f %11.3f %11.3f %9.2f %6.0f\n", bytes,
                       comm_algo_name(al == COMM_ALGO_AUTO ? comm_coll_auto_algo(c, bytes) : al), R,
-                      med * 1e6, p10 * 1e6, p90 * 1e6, algbw, busbw, tcp2 > 0 ? busbw / (tcp2 / k) : 0, (double)wrong);
+                      med * 1e6, p10 * 1e6, p90 * 1e6, algbw, busbw, ceil_b > 0 ? busbw / (ceil_b / k) : 0, (double)wrong);
             if (wrong != 0) {
                 fprintf(stderr, "bench_allreduce: %s at %zu B gave %.0f wrong elements\n", comm_algo_name(al), bytes, (double)wrong);
                 comm_ctx_destroy(c);
@@ -263,8 +277,8 @@ static int run_rank(const opts *o, const comm_boot_info *b)
         }
     }
     ih_print0("RESULT ranks=%d bytes=%zu algo=%s busbw_GBps=%.3f memcpy_GBps=%.2f tcp_stream_GBps=%.2f "
-              "tcp_duplex_GBps=%.2f\n", k, last_bytes, comm_algo_name(last_algo), last_busbw, memcpy_bw,
-              tcp1, tcp2);
+              "tcp_duplex_GBps=%.2f rdma_write_GBps=%.3f\n", k, last_bytes, comm_algo_name(last_algo), last_busbw,
+              memcpy_bw, tcp1, tcp2, rdma_bw);
     free(buf);
     free(times);
     comm_ctx_destroy(c);
@@ -318,6 +332,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_allreduce: %s\n", ih_last_error());
         return 2;
     }
-    if (b.world == 1 && o.nproc > 1) return comm_launch_local(o.nproc, argv, NULL, NULL);
+    if (b.world == 1 && o.nproc > 1) {
+        comm_launch_opts lopt; /* --fabric ib needs the store on an RDMA netdev: MASTER_ADDR */
+        memset(&lopt, 0, sizeof lopt);
+        lopt.master_addr = getenv("MASTER_ADDR");
+        return comm_launch_local(o.nproc, argv, &lopt, NULL);
+    }
     return run_rank(&o, &b);
 }

@@ -772,3 +772,114 @@ fail:
     ib_destroy(&t->base);
     return e;
 }
+
+/* Waits on `ch` for event `want`, acking it; IH_E_NET naming `what` for any other event. */
+static ih_err expect_event(struct rdma_event_channel *ch, enum rdma_cm_event_type want, uint64_t deadline,
+                           const char *what, struct rdma_cm_id **id)
+{
+    struct rdma_cm_event *ev = NULL;
+    IH_TRY(next_event(ch, deadline, &ev));
+    if (!ev) return ih_fail(IH_E_TIMEOUT, "%s: no %s within the deadline", what, rdma_event_str(want));
+    enum rdma_cm_event_type got = ev->event;
+    int status = ev->status;
+    if (id) *id = ev->id;
+    rdma_ack_cm_event(ev);
+    if (got != want)
+        return ih_fail(IH_E_NET, "%s: got %s (status %d), expected %s", what, rdma_event_str(got),
+                       status, rdma_event_str(want));
+    return IH_OK;
+}
+
+ih_err comm_fabric_ib_write_bw(const char *ip, size_t bytes, int iters, double *gbps)
+{
+    *gbps = 0;
+    ih_err e = IH_OK;
+    ib_fabric t;
+    memset(&t, 0, sizeof t);
+    t.base.world = 2;
+    t.S = 4;
+    ib_peer peers[2];
+    memset(peers, 0, sizeof peers);
+    t.peers = peers;
+    struct rdma_event_channel *ach = NULL;
+    struct rdma_cm_id *aid = NULL, *pid = NULL;
+    char *src = NULL, *dst = NULL;
+    struct ibv_mr *smr = NULL, *dmr = NULL;
+    uint64_t deadline = ih_now_ns() + 60000000000ull;
+    int port = 0;
+    const char *what = "raw RDMA write loopback";
+    IH_TRY_GOTO(open_local(&t, ip, NULL, &port), e, out);
+    IH_TRY_GOTO(ibw_alloc_pd(&t.pd, t.ctx), e, out);
+    IH_TRY_GOTO(ibw_create_cq(&t.cq, t.ctx, 64, NULL), e, out);
+    src = aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
+    dst = aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
+    if (!src || !dst) { e = ih_fail(IH_E_SYS, "out of memory for 2 x %zu B", bytes); goto out; }
+    memset(src, 1, bytes);
+    memset(dst, 0, bytes);
+    IH_TRY_GOTO(ibw_reg_mr(&smr, t.pd, src, bytes, IBV_ACCESS_LOCAL_WRITE, "write-bw source"), e, out);
+    IH_TRY_GOTO(ibw_reg_mr(&dmr, t.pd, dst, bytes, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE,
+                           "write-bw target"), e, out);
+    IH_TRY_GOTO(ibw_create_event_channel(&ach), e, out);
+    IH_TRY_GOTO(ibw_event_channel_nonblock(ach), e, out);
+    IH_TRY_GOTO(ibw_create_id(ach, &aid, NULL), e, out);
+    IH_TRY_GOTO(ibw_resolve_addr(aid, ip, ip, port, 2000, what), e, out);
+    IH_TRY_GOTO(expect_event(ach, RDMA_CM_EVENT_ADDR_RESOLVED, deadline, what, NULL), e, out);
+    IH_TRY_GOTO(ibw_resolve_route(aid, 2000, what), e, out);
+    IH_TRY_GOTO(expect_event(ach, RDMA_CM_EVENT_ROUTE_RESOLVED, deadline, what, NULL), e, out);
+    IH_TRY_GOTO(setup_qp(&t, 0, aid, what), e, out);
+    struct rdma_conn_param cp;
+    conn_param(&cp, NULL);
+    cp.private_data_len = 0;
+    IH_TRY_GOTO(ibw_connect(aid, &cp, what), e, out);
+    IH_TRY_GOTO(expect_event(t.cm_ch, RDMA_CM_EVENT_CONNECT_REQUEST, deadline, what, &pid), e, out);
+    IH_TRY_GOTO(setup_qp(&t, 1, pid, what), e, out);
+    IH_TRY_GOTO(ibw_accept(pid, &cp, what), e, out);
+    IH_TRY_GOTO(expect_event(ach, RDMA_CM_EVENT_ESTABLISHED, deadline, what, NULL), e, out);
+    IH_TRY_GOTO(expect_event(t.cm_ch, RDMA_CM_EVENT_ESTABLISHED, deadline, what, NULL), e, out);
+    uint64_t t0 = ih_now_ns();
+    int posted = 0, done = 0;
+    while (done < iters) {
+        while (posted < iters && posted - done < 4) {
+            struct ibv_sge sge = {.addr = (uintptr_t)src, .length = (uint32_t)bytes, .lkey = smr->lkey};
+            struct ibv_send_wr wr;
+            memset(&wr, 0, sizeof wr);
+            wr.opcode = IBV_WR_RDMA_WRITE;
+            wr.send_flags = IBV_SEND_SIGNALED;
+            wr.sg_list = &sge;
+            wr.num_sge = 1;
+            wr.wr.rdma.remote_addr = (uintptr_t)dst;
+            wr.wr.rdma.rkey = dmr->rkey;
+            IH_TRY_GOTO(ibw_post_send(aid->qp, &wr, what), e, out);
+            posted++;
+        }
+        struct ibv_wc wc[4];
+        int got = 0;
+        IH_TRY_GOTO(ibw_poll_cq(t.cq, 4, wc, &got), e, out);
+        for (int i = 0; i < got; i++) {
+            if (wc[i].status != IBV_WC_SUCCESS) {
+                e = ih_fail(IH_E_NET, "%s: RDMA WRITE failed: %s", what, ibv_wc_status_str(wc[i].status));
+                goto out;
+            }
+            if (wc[i].opcode == IBV_WC_RDMA_WRITE) done++;
+        }
+        if (!got) {
+            if (ih_now_ns() > deadline) { e = ih_fail(IH_E_TIMEOUT, "%s: writes did not complete in 60 s", what); goto out; }
+            usleep(50); /* yield: under TCG a busy poll starves rxe's kernel side */
+        }
+    }
+    *gbps = (double)bytes * iters / ((double)(ih_now_ns() - t0) / 1e9) / 1e9;
+    if (dst[bytes - 1] != 1) e = ih_fail(IH_E_INTERNAL, "%s: the target buffer did not change", what);
+out:
+    if (aid) { rdma_disconnect(aid); if (aid->qp) rdma_destroy_qp(aid); rdma_destroy_id(aid); }
+    if (pid) { if (pid->qp) rdma_destroy_qp(pid); rdma_destroy_id(pid); }
+    if (t.listen_id) rdma_destroy_id(t.listen_id);
+    if (smr) ibv_dereg_mr(smr);
+    if (dmr) ibv_dereg_mr(dmr);
+    if (t.cq) ibv_destroy_cq(t.cq);
+    if (t.pd) ibv_dealloc_pd(t.pd);
+    if (ach) rdma_destroy_event_channel(ach);
+    if (t.cm_ch) rdma_destroy_event_channel(t.cm_ch);
+    free(src);
+    free(dst);
+    return e;
+}
