@@ -13,7 +13,7 @@ log() { echo "rxe-vm/build: $*" >&2; }
 skip() { echo "SKIP: $* (see shared/SOFT-ROCE.md)" >&2; exit 77; }
 
 for t in qemu-system-x86_64 busybox cpio gzip modprobe depmod apt-get dpkg-deb rdma; do
-    command -v "$t" >/dev/null 2>&1 || skip "no $t (scripts/install-deps --rdma-vm installs the VM packages)"
+    command -v "$t" >/dev/null 2>&1 || skip "no $t (scripts/install-deps installs the VM packages)"
 done
 [[ -e /etc/libibverbs.d/rxe.driver ]] || skip "no rxe userspace provider (ibverbs-providers)"
 if [[ -f $CACHE/vmlinuz && -f $CACHE/initrd.cpio.gz && $CACHE/initrd.cpio.gz -nt $HERE/init.sh &&
