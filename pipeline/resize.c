@@ -9,7 +9,10 @@
 
 #include <math.h>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__gnu_linux__)
+/* Not under ThreadSanitizer: ifunc resolvers run during relocation, before the TSan runtime is
+ * initialised, and crash every program that links the pipeline. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__gnu_linux__) && \
+    !defined(__SANITIZE_THREAD__)
 #define PIPE_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define PIPE_CLONES
