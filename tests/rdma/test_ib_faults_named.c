@@ -1,11 +1,17 @@
-/* test_ib_peer_killed — over the ib fabric, a rank killed (SIGKILL) during a stream of
+/* test_ib_faults_named — over the ib fabric, a rank killed (SIGKILL) during a stream of
  * allreduces makes every other rank fail well within the timeout, with a message that names
  * the dead rank; and setup faults fail at once with a message naming the fault:
  *   - a device name that does not exist ("no RDMA device named"),
  *   - an address that is not on an RDMA netdev (127.0.0.1: "not on an RDMA netdev"),
- *   - a peer address nobody answers at (192.0.2.77 on rxe0's subnet: "cannot reach rank 0").
- * Run: scripts/rxe-vm/run.sh build ./tests/rdma/test_ib_peer_killed (ctest -L rdma). */
+ *   - a peer address nobody answers at (192.0.2.77 on rxe0's subnet: "cannot reach rank 0"),
+ *   - a locked-memory limit too low for the rings (64 KiB, CAP_IPC_LOCK dropped: "ulimit -l"),
+ *   - in the VM only (it owns the netdev): the RDMA port down ("is down").
+ * Run: scripts/rxe-vm/run.sh build ./tests/rdma/test_ib_faults_named (ctest -L rdma). */
+#define _GNU_SOURCE
+#include <linux/capability.h>
 #include <signal.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
 
 #include "core/clock.h"
@@ -68,6 +74,25 @@ static int setup_body(const ib_rank *r)
     return contains(ih_last_error(), g_want, "setup", r->rank);
 }
 
+/* Root ignores RLIMIT_MEMLOCK through CAP_IPC_LOCK: drop it, then set a small limit. */
+static int memlock_body(const ib_rank *r)
+{
+    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct d[2];
+    memset(d, 0, sizeof d);
+    if (syscall(SYS_capget, &h, d) == 0) {
+        d[0].effective &= ~(1u << CAP_IPC_LOCK);
+        d[0].permitted &= ~(1u << CAP_IPC_LOCK);
+        syscall(SYS_capset, &h, d);
+    }
+    struct rlimit rl = {64 << 10, 64 << 10};
+    if (setrlimit(RLIMIT_MEMLOCK, &rl)) {
+        fprintf(stderr, "FAIL rank %d: setrlimit(RLIMIT_MEMLOCK)\n", r->rank);
+        return 1;
+    }
+    return setup_body(r);
+}
+
 int main(void)
 {
     const char *addr = ib_test_addr();
@@ -114,6 +139,26 @@ int main(void)
     printf("%s unreachable peer address\n", b ? "FAIL" : "ok  ");
     bad += b;
     comm_store_destroy(cl);
+
+    g_want = "raise 'ulimit -l'";
+    b = ib_run(2, addr, port, "memlock", 5000, NULL, memlock_body, NULL);
+    printf("%s locked-memory limit too low\n", b ? "FAIL" : "ok  ");
+    bad += b;
+
+    if (getenv("RXE_VM_IP") && system("ip link set dummy0 down") == 0) {
+        for (int i = 0; i < 50; i++) { /* rxe follows the netdev asynchronously */
+            char state[64] = "";
+            FILE *f = fopen("/sys/class/infiniband/rxe0/ports/1/state", "r");
+            if (f && fgets(state, sizeof state, f) && strstr(state, "DOWN")) { fclose(f); break; }
+            if (f) fclose(f);
+            usleep(100000);
+        }
+        g_want = "is down";
+        b = ib_run(2, addr, port, "down", 5000, NULL, setup_body, NULL);
+        printf("%s RDMA port down\n", b ? "FAIL" : "ok  ");
+        bad += b;
+        if (system("ip link set dummy0 up")) printf("(could not bring dummy0 back up)\n");
+    }
     comm_store_server_destroy(srv);
     printf("%s\n", bad ? "FAIL" : "PASS");
     return bad ? 1 : 0;
