@@ -28,7 +28,7 @@ if [ -x "$build/bench/bench_pipeline" ]; then
     fi
 fi
 
-for b in "$build/bench/bench_model_train_step" "$build/tests/model/bench_model_train_step"; do
+for b in "$build/bench/bench_model_train_step"; do
     if [ -x "$b" ]; then
         echo "== model: CPU train step img/s (resnet8 and resnet20, 32x32, batch 64)"
         "$b" resnet8 32 64 10
