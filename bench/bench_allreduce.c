@@ -215,8 +215,9 @@ static int run_rank(const opts *o, const comm_boot_info *b)
               "B = both directions of one connection at once %.2f GB/s total, so busbw <= B/k = %.2f GB/s\n",
               memcpy_bw, tcp1, tcp2, tcp2 / k);
     if (rdma_bw > 0)
-        ih_print0("# raw RDMA WRITE ceiling measured now (16 MiB writes, 4 in flight, one RC QP from %s to "
-                  "itself): W = %.3f GB/s; the busbw/B*k column uses B = W for --fabric ib\n",
+        ih_print0("# raw RDMA WRITE ceiling measured now (one RC connection at %s to itself, both ends "
+                  "writing 16 MiB at once, 4 in flight each): W = %.3f GB/s total; the busbw/B*k column "
+                  "uses B = W for --fabric ib\n",
                   b->master_addr, rdma_bw);
     double ceil_b = rdma_bw > 0 ? rdma_bw : tcp2;
     ih_print0("# algbw = S/t; busbw = algbw * 2(k-1)/k (nccl-tests); GB = 1e9 B\n");

@@ -27,12 +27,16 @@
 #define IB_CREDIT_FLAG 0x80000000u
 #define IB_SEQ_MASK 0x7fffffffu
 #define IB_SPIN 200 /* empty polls before sleeping on the channels (TCG: spinning starves rxe) */
+/* A peer's disconnect can overtake the completion of its last write (the CM and the CQ are
+ * separate paths; rxe completes from a work queue): wait this long for that data. */
+#define IB_GONE_GRACE_NS 2000000000ull
 
 enum { WR_CREDIT = 0, WR_DATA = 1, WR_RECV = 2 };
 
 typedef struct {
     struct rdma_cm_id *id;
     int established, gone;
+    uint64_t gone_ns; /* when the peer's disconnect was seen */
     char host[64], ip[64];
     uint64_t raddr; /* peer's receive ring for us */
     uint32_t rkey;
@@ -290,7 +294,10 @@ static ih_err drain_cm(ib_fabric *t)
         ib_peer *p = peer_of(t, ev->id);
         if (p && (ev->event == RDMA_CM_EVENT_DISCONNECTED || ev->event == RDMA_CM_EVENT_DEVICE_REMOVAL ||
                   ev->event == RDMA_CM_EVENT_TIMEWAIT_EXIT))
-            p->gone = p->gone ? p->gone : 2; /* 2: the peer left (1: we disconnected) */
+            if (!p->gone) { /* 2: the peer left (1: we disconnected) */
+                p->gone = 2;
+                p->gone_ns = ih_now_ns();
+            }
         rdma_ack_cm_event(ev);
     }
 }
@@ -298,7 +305,8 @@ static ih_err drain_cm(ib_fabric *t)
 static int peer_stuck(ib_fabric *t, int pi)
 {
     ib_peer *p = &t->peers[pi];
-    return p->gone == 2 && ((p->rq_head && p->r_consumed == p->r_arrived) ||
+    return p->gone == 2 && ih_now_ns() - p->gone_ns > IB_GONE_GRACE_NS &&
+           ((p->rq_head && p->r_consumed == p->r_arrived) ||
                             (p->sq_head && p->s_posted >= p->s_credit + t->S));
 }
 
@@ -806,8 +814,8 @@ ih_err comm_fabric_ib_write_bw(const char *ip, size_t bytes, int iters, double *
     t.peers = peers;
     struct rdma_event_channel *ach = NULL;
     struct rdma_cm_id *aid = NULL, *pid = NULL;
-    char *src = NULL, *dst = NULL;
-    struct ibv_mr *smr = NULL, *dmr = NULL;
+    char *src = NULL, *dst = NULL, *dst2 = NULL;
+    struct ibv_mr *smr = NULL, *dmr = NULL, *dmr2 = NULL;
     uint64_t deadline = ih_now_ns() + 60000000000ull;
     int port = 0;
     const char *what = "raw RDMA write loopback";
@@ -816,11 +824,15 @@ ih_err comm_fabric_ib_write_bw(const char *ip, size_t bytes, int iters, double *
     IH_TRY_GOTO(ibw_create_cq(&t.cq, t.ctx, 64, NULL), e, out);
     src = aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
     dst = aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
-    if (!src || !dst) { e = ih_fail(IH_E_SYS, "out of memory for 2 x %zu B", bytes); goto out; }
+    dst2 = aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
+    if (!src || !dst || !dst2) { e = ih_fail(IH_E_SYS, "out of memory for 3 x %zu B", bytes); goto out; }
     memset(src, 1, bytes);
     memset(dst, 0, bytes);
+    memset(dst2, 0, bytes);
     IH_TRY_GOTO(ibw_reg_mr(&smr, t.pd, src, bytes, IBV_ACCESS_LOCAL_WRITE, "write-bw source"), e, out);
     IH_TRY_GOTO(ibw_reg_mr(&dmr, t.pd, dst, bytes, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE,
+                           "write-bw target"), e, out);
+    IH_TRY_GOTO(ibw_reg_mr(&dmr2, t.pd, dst2, bytes, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE,
                            "write-bw target"), e, out);
     IH_TRY_GOTO(ibw_create_event_channel(&ach), e, out);
     IH_TRY_GOTO(ibw_event_channel_nonblock(ach), e, out);
@@ -840,49 +852,58 @@ ih_err comm_fabric_ib_write_bw(const char *ip, size_t bytes, int iters, double *
     IH_TRY_GOTO(expect_event(ach, RDMA_CM_EVENT_ESTABLISHED, deadline, what, NULL), e, out);
     IH_TRY_GOTO(expect_event(t.cm_ch, RDMA_CM_EVENT_ESTABLISHED, deadline, what, NULL), e, out);
     uint64_t t0 = ih_now_ns();
-    int posted = 0, done = 0;
-    while (done < iters) {
-        while (posted < iters && posted - done < 4) {
-            struct ibv_sge sge = {.addr = (uintptr_t)src, .length = (uint32_t)bytes, .lkey = smr->lkey};
-            struct ibv_send_wr wr;
-            memset(&wr, 0, sizeof wr);
-            wr.opcode = IBV_WR_RDMA_WRITE;
-            wr.send_flags = IBV_SEND_SIGNALED;
-            wr.sg_list = &sge;
-            wr.num_sge = 1;
-            wr.wr.rdma.remote_addr = (uintptr_t)dst;
-            wr.wr.rdma.rkey = dmr->rkey;
-            IH_TRY_GOTO(ibw_post_send(aid->qp, &wr, what), e, out);
-            posted++;
-        }
-        struct ibv_wc wc[4];
+    /* end 0 (active id) writes into dst, end 1 (passive id) into dst2, both from src */
+    struct ibv_qp *qp[2] = {aid->qp, pid->qp};
+    char *tgt[2] = {dst, dst2};
+    uint32_t rkey[2] = {dmr->rkey, dmr2->rkey};
+    int posted[2] = {0, 0}, done[2] = {0, 0};
+    while (done[0] < iters || done[1] < iters) {
+        for (int q = 0; q < 2; q++)
+            while (posted[q] < iters && posted[q] - done[q] < 4) {
+                struct ibv_sge sge = {.addr = (uintptr_t)src, .length = (uint32_t)bytes, .lkey = smr->lkey};
+                struct ibv_send_wr wr;
+                memset(&wr, 0, sizeof wr);
+                wr.wr_id = (uint64_t)q;
+                wr.opcode = IBV_WR_RDMA_WRITE;
+                wr.send_flags = IBV_SEND_SIGNALED;
+                wr.sg_list = &sge;
+                wr.num_sge = 1;
+                wr.wr.rdma.remote_addr = (uintptr_t)tgt[q];
+                wr.wr.rdma.rkey = rkey[q];
+                IH_TRY_GOTO(ibw_post_send(qp[q], &wr, what), e, out);
+                posted[q]++;
+            }
+        struct ibv_wc wc[8];
         int got = 0;
-        IH_TRY_GOTO(ibw_poll_cq(t.cq, 4, wc, &got), e, out);
+        IH_TRY_GOTO(ibw_poll_cq(t.cq, 8, wc, &got), e, out);
         for (int i = 0; i < got; i++) {
             if (wc[i].status != IBV_WC_SUCCESS) {
                 e = ih_fail(IH_E_NET, "%s: RDMA WRITE failed: %s", what, ibv_wc_status_str(wc[i].status));
                 goto out;
             }
-            if (wc[i].opcode == IBV_WC_RDMA_WRITE) done++;
+            if (wc[i].opcode == IBV_WC_RDMA_WRITE) done[wc[i].wr_id & 1]++;
         }
         if (!got) {
             if (ih_now_ns() > deadline) { e = ih_fail(IH_E_TIMEOUT, "%s: writes did not complete in 60 s", what); goto out; }
             usleep(50); /* yield: under TCG a busy poll starves rxe's kernel side */
         }
     }
-    *gbps = (double)bytes * iters / ((double)(ih_now_ns() - t0) / 1e9) / 1e9;
-    if (dst[bytes - 1] != 1) e = ih_fail(IH_E_INTERNAL, "%s: the target buffer did not change", what);
+    *gbps = 2.0 * (double)bytes * iters / ((double)(ih_now_ns() - t0) / 1e9) / 1e9;
+    if (dst[bytes - 1] != 1 || dst2[bytes - 1] != 1)
+        e = ih_fail(IH_E_INTERNAL, "%s: a target buffer did not change", what);
 out:
     if (aid) { rdma_disconnect(aid); if (aid->qp) rdma_destroy_qp(aid); rdma_destroy_id(aid); }
     if (pid) { if (pid->qp) rdma_destroy_qp(pid); rdma_destroy_id(pid); }
     if (t.listen_id) rdma_destroy_id(t.listen_id);
     if (smr) ibv_dereg_mr(smr);
     if (dmr) ibv_dereg_mr(dmr);
+    if (dmr2) ibv_dereg_mr(dmr2);
     if (t.cq) ibv_destroy_cq(t.cq);
     if (t.pd) ibv_dealloc_pd(t.pd);
     if (ach) rdma_destroy_event_channel(ach);
     if (t.cm_ch) rdma_destroy_event_channel(t.cm_ch);
     free(src);
     free(dst);
+    free(dst2);
     return e;
 }

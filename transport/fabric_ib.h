@@ -57,9 +57,11 @@ ih_err comm_fabric_ib_create(comm_fabric **out, comm_store *store, const char *n
 int comm_fabric_ib_usable(const char *ip, const comm_ib_opts *opts, char *why, size_t cap);
 
 /* The raw ceiling for benchmarks: one RC connection from this process to itself at `ip`
- * (both ends on the same device), `iters` RDMA WRITEs of `bytes` each with up to 4 in flight,
- * timed from the first post to the last completion. *gbps = bytes*iters/t/1e9. Registers and
- * frees its own buffers; blocks for the transfer (bounded by 60 s). Not for the step. */
+ * (both ends on the same device), and both of its ends writing at once (as every rank of an
+ * allreduce sends and receives at once): `iters` RDMA WRITEs of `bytes` per end, up to 4 in
+ * flight per end, timed from the first post to the last completion. *gbps = total bytes of
+ * both directions / t / 1e9, like the benchmark's tcp duplex ceiling. Registers and frees its
+ * own buffers; blocks for the transfer (bounded by 60 s). Not for the step. */
 ih_err comm_fabric_ib_write_bw(const char *ip, size_t bytes, int iters, double *gbps);
 
 #endif
