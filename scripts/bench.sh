@@ -17,14 +17,14 @@ if [ -x "$build/bench/bench_allreduce" ]; then
 fi
 
 if [ -x "$build/bench/bench_pipeline" ]; then
-    src="$shared/imagenet-sample-1k/train"
+    src="$shared/imagenet-sample-1k"
     if [ -d "$src" ]; then
         [ -d "$work/imagenet-sample-1k.lmdb" ] ||
             "$build/tools/make_lmdb" --quiet "$src" "$work/imagenet-sample-1k.lmdb"
         echo "== pipeline: train/eval transforms vs full decode and the entropy-decode floor"
         "$build/bench/bench_pipeline" --threads 1,2 "$work/imagenet-sample-1k.lmdb"
     else
-        echo "== pipeline: SKIP (no $src; set IH_SHARED_DATA to a folder holding imagenet-sample-1k/train)"
+        echo "== pipeline: SKIP (no $src; set IH_SHARED_DATA to a folder holding imagenet-sample-1k/)"
     fi
 fi
 
