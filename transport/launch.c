@@ -180,7 +180,10 @@ int comm_launch_local(int nproc, char *const argv[], const comm_launch_opts *opt
             alive--;
             st_of[r] = st;
             pids[r] = -pids[r]; /* reaped; keep the pid for the message */
-            if (code != 0 && !reported) {
+            /* After a forwarded SIGINT/SIGTERM, a rank that stops with 128+signal did what it
+             * was asked (the trainer checkpoints, then exits 130): not a failure. */
+            const int asked_to_stop = forwarded && code == 128 + forwarded;
+            if (code != 0 && !asked_to_stop && !reported) {
                 if (first == -1) { first = r; settle_at = ih_now_ns() + SETTLE_NS; }
                 if (WIFSIGNALED(st) && first_sig == -1) first_sig = r;
                 nfailed++;
@@ -217,7 +220,10 @@ int comm_launch_local(int nproc, char *const argv[], const comm_launch_opts *opt
         }
     }
     free(st_of);
-    if (rc == 0 && forwarded) rc = 128 + forwarded;
+    if (rc == 0 && forwarded) {
+        rc = 128 + forwarded;
+        fprintf(stderr, "launch: all %d ranks stopped after signal %d (%s)\n", nproc, forwarded, strsignal(forwarded));
+    }
 out:
     if (res) res->first_failed_rank = first >= 0 ? first : -1;
     if (sfd >= 0) close(sfd);
