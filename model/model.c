@@ -158,6 +158,23 @@ int model_backend_available(model_backend b, char *why, size_t why_len)
     return 0;
 }
 
+ih_err model_select_device(model_backend b, int local_rank)
+{
+    if (b == MODEL_BACKEND_CPU) return IH_OK;
+#if IH_WITH_CUDA
+    char why[256];
+    int r = model_cuda_select_device(local_rank, why, sizeof why);
+    if (r < 0) return ih_fail(IH_E_CUDA, "model: %s; use --backend cpu", why);
+    if (r > 0)
+        IH_WARN("model: local rank %d but only %d GPUs on this host: ranks share GPUs (start at most %d per node)",
+                local_rank, r, r);
+    return IH_OK;
+#else
+    (void)local_rank;
+    return ih_fail(IH_E_CUDA, "model: this build has no CUDA backend; use --backend cpu");
+#endif
+}
+
 model_backend model_net_backend(const model_net *m) { return m->cfg.backend; }
 model_precision model_net_precision(const model_net *m) { return m->prec; }
 

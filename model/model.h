@@ -107,4 +107,9 @@ void model_set_grad_ready(model_net *m, model_grad_ready_fn fn, void *arg);
 /* Inference with running BN statistics: writes n*num_classes logits. */
 ih_err model_eval_logits(model_net *m, const uint8_t *images, int n, float *logits);
 
+/* Picks this process's device for backend `b`: GPU (local_rank mod GPUs per host) for CUDA, a
+ * no-op for the CPU. Call once, before model_net_create, from the thread that will drive the
+ * model. IH_E_CUDA when the backend is not usable here. */
+ih_err model_select_device(model_backend b, int local_rank);
+
 #endif

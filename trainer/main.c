@@ -20,6 +20,7 @@
 #include "core/cfg.h"
 #include "core/log.h"
 #include "trainer/modes.h"
+#include "model/model.h"
 #include "transport/boot.h"
 #include "transport/comm.h"
 #include "transport/launch.h"
@@ -93,6 +94,12 @@ int main(int argc, char **argv)
 
     ih_err e = IH_OK;
     comm_ctx *comm = NULL;
+    /* One GPU per local rank (--nproc, mpirun and srun all set the local rank). */
+    if (!strcmp(cfg.backend, "cuda")) e = model_select_device(MODEL_BACKEND_CUDA, bi.local_rank);
+    if (e != IH_OK) {
+        fprintf(stderr, "train: rank %d: %s\n", bi.rank, ih_last_error());
+        return 1;
+    }
     if (cfg.mode == IH_MODE_EVAL) {
         /* Eval mode is one process: the other ranks of a launched job have nothing to do. */
         e = bi.rank == 0 ? mode_eval(&cfg) : IH_OK;

@@ -110,6 +110,23 @@ int model_cuda_available(char *why, size_t why_len)
     return 1;
 }
 
+int model_cuda_select_device(int local_rank, char *why, size_t why_len)
+{
+    int n = 0;
+    cudaError_t ce = cudaGetDeviceCount(&n);
+    if (ce != cudaSuccess || n == 0) {
+        if (why) snprintf(why, why_len, "no CUDA device (%s)", ce != cudaSuccess ? cudaGetErrorString(ce) : "0 devices");
+        return -1;
+    }
+    const int dev = (local_rank < 0 ? 0 : local_rank) % n;
+    ce = cudaSetDevice(dev);
+    if (ce != cudaSuccess) {
+        if (why) snprintf(why, why_len, "cudaSetDevice(%d): %s", dev, cudaGetErrorString(ce));
+        return -1;
+    }
+    return local_rank >= n ? n : 0; /* > 0: more local ranks than GPUs, they share */
+}
+
 /* ---- launchers: dtype dispatch, vector width 8 when channels allow ---- */
 
 template <typename TX, typename TY>

@@ -64,6 +64,9 @@ ih_err model_cuda_sync(model_cuda_net *e);
 
 /* 1 when a CUDA device is usable, else 0 and a one-line reason in why (may be NULL). */
 int model_cuda_available(char *why, size_t why_len);
+/* Makes GPU (local_rank mod device count) current for the calling thread. Returns 0, the device
+ * count when local ranks outnumber GPUs (they then share), or -1 with `why` filled. */
+int model_cuda_select_device(int local_rank, char *why, size_t why_len);
 
 #ifdef __cplusplus
 }
