@@ -22,7 +22,9 @@
  *    thread that a receive was posted or that it must stop, `done_fd` tells a waiting owner
  *    that a receive completed or failed.
  *  - the first error of either thread is sticky (`err`, set once under `mu` after `errmsg`);
- *    the rx thread stops at its first error and wakes the owner, which reports it.
+ *    the rx thread stops at its first error and wakes the owner, which reports it; the owner
+ *    joins the rx thread before wait() returns any error, because the failed operation's
+ *    receive requests (on the caller's stack) are still queued.
  *  - abort() shuts the sockets down at once (peers see the failure), stops and joins the rx
  *    thread (it is woken, so this is prompt), then closes them: no fd is closed under it.
  * Without the thread (the default), wait() progresses receives itself.
@@ -145,6 +147,15 @@ static void rx_stop_join(tcp_fabric *t)
     efd_signal(t->rx_wake_fd);
     pthread_join(t->rx, NULL);
     t->rx_on = 0;
+}
+
+/* The owner's way out of wait() on any error: the caller's receive requests (often on its
+ * stack) stay queued, so the rx thread must be stopped before the owner returns; the rx thread
+ * itself stops touching requests at its own first error. */
+static ih_err owner_fail(tcp_fabric *t)
+{
+    rx_stop_join(t);
+    return sticky(t);
 }
 
 static void close_all(tcp_fabric *t)
@@ -348,7 +359,7 @@ static ih_err tcp_wait(comm_fabric *f, comm_req *req, int64_t timeout_ms)
     tcp_fabric *t = (tcp_fabric *)f;
     uint64_t last = ih_now_ns();
     while (LOAD(req->done) < req->len) {
-        if (LOAD(t->err)) return sticky(t);
+        if (LOAD(t->err)) return owner_fail(t);
         size_t moved = 0;
         int np = 0, completed = 0;
         /* the awaited peer first: its queue is what we block on */
@@ -359,11 +370,11 @@ static ih_err tcp_wait(comm_fabric *f, comm_req *req, int64_t timeout_ms)
             int rx_here = !t->rx_on && p->rq_head;
             if (!p->sq_head && !rx_here) continue;
             size_t m = progress_send(t, pi);
-            if (m == SIZE_MAX) return sticky(t);
+            if (m == SIZE_MAX) return owner_fail(t);
             moved += m;
             if (rx_here) {
                 m = progress_recv(t, pi, &completed);
-                if (m == SIZE_MAX) return sticky(t);
+                if (m == SIZE_MAX) return owner_fail(t);
                 moved += m;
             }
             short ev = (short)((p->sq_head ? POLLOUT : 0) | (!t->rx_on && p->rq_head ? POLLIN : 0));
@@ -380,12 +391,13 @@ static ih_err tcp_wait(comm_fabric *f, comm_req *req, int64_t timeout_ms)
         uint64_t waited_ms = now > last ? (now - last) / 1000000 : 0;
         if ((int64_t)waited_ms >= timeout_ms) {
             tcp_peer *p = &t->peers[req->peer];
-            return fail_now(t, ih_fail(IH_E_TIMEOUT,
+            fail_now(t, ih_fail(IH_E_TIMEOUT,
                 "rank %d (host %s) moved no data for %.1f s while rank %d waited to %s %zu B "
                 "(%zu done): it is hung, stopped or too slow (raise IH_COMM_TIMEOUT_S if it is "
                 "just slow)", req->peer, p->host, (double)timeout_ms / 1e3, t->base.rank,
                 req->kind == COMM_REQ_SEND ? "send it" : "receive from it", req->len,
                 (size_t)LOAD(req->done)));
+            return owner_fail(t);
         }
         int ms = (int)((uint64_t)timeout_ms - waited_ms);
         if (ms > 1000) ms = 1000;
@@ -400,8 +412,10 @@ static ih_err tcp_wait(comm_fabric *f, comm_req *req, int64_t timeout_ms)
         } else {
             rc = poll(t->pfds, (nfds_t)np, ms);
         }
-        if (rc < 0 && errno != EINTR)
-            return fail_now(t, ih_fail(IH_E_NET, "poll: %s", strerror(errno)));
+        if (rc < 0 && errno != EINTR) {
+            fail_now(t, ih_fail(IH_E_NET, "poll: %s", strerror(errno)));
+            return owner_fail(t);
+        }
     }
     return IH_OK;
 }
