@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -123,10 +124,50 @@ int comm_ctx_rank(const comm_ctx *c) { return c->boot.rank; }
 int comm_ctx_world(const comm_ctx *c) { return c->boot.world; }
 int64_t comm_ctx_timeout_ms(const comm_ctx *c) { return c->timeout_ms; }
 
+/* A hung rank (alive, connections open, not calling) makes its neighbours time out, and in a
+ * ring or a halving/doubling exchange the ranks waiting on THEM time out too, all within a few
+ * milliseconds. Whichever publishes "<ns>/abort" first would then name its own neighbour, not
+ * the hung rank. So on a timeout each rank first publishes whom it waits on
+ * ("<ns>/wait/<rank>" = peer), gives the others a short window to do the same, and follows
+ * the chain of waits to the rank that waits on nobody: the one that stopped. Appends that
+ * finding to msg. */
+static void name_stalled_root(comm_ctx *c, char *msg, size_t cap)
+{
+    const int me = c->boot.rank, first_peer = c->fab->stalled_peer;
+    if (first_peer < 0 || first_peer >= c->boot.world) return;
+    char key[160], val[32];
+    snprintf(key, sizeof key, "%s/wait/%d", c->ns, me);
+    snprintf(val, sizeof val, "%d", first_peer);
+    int64_t t = c->timeout_ms < 2000 ? c->timeout_ms : 2000;
+    if (comm_store_set(c->store, key, val, strlen(val), t) != IH_OK) return;
+    /* The other waiters time out within milliseconds of us; 300 ms covers scheduling noise. */
+    struct timespec ts = {0, 300 * 1000000L};
+    nanosleep(&ts, NULL);
+    int p = first_peer, hops = 0;
+    char chain[256];
+    int o = snprintf(chain, sizeof chain, "%d -> %d", me, p);
+    while (hops++ < c->boot.world) {
+        size_t len = 0;
+        snprintf(key, sizeof key, "%s/wait/%d", c->ns, p);
+        if (comm_store_get(c->store, key, val, sizeof val - 1, &len, 0) != IH_OK) break;
+        val[len < sizeof val - 1 ? len : sizeof val - 1] = 0;
+        int q = atoi(val);
+        if (q < 0 || q >= c->boot.world || q == me) { p = -1; break; } /* a cycle: no single root */
+        p = q;
+        if (o > 0 && (size_t)o < sizeof chain) o += snprintf(chain + o, sizeof chain - (size_t)o, " -> %d", p);
+    }
+    if (p >= 0 && p != first_peer) {
+        size_t n = strlen(msg);
+        snprintf(msg + n, cap - n, "; the ranks waiting in a chain (%s) all timed out: rank %d, which waits on "
+                 "nobody, is the one that stopped", chain, p);
+    }
+}
+
 ih_err comm_ctx_fail(comm_ctx *c, ih_err e, const char *op)
 {
-    char msg[1024], first[1024] = "";
+    char msg[1024], first[1400] = "";
     snprintf(msg, sizeof msg, "%s", ih_last_error());
+    if (c->store && !c->err && e == IH_E_TIMEOUT) name_stalled_root(c, msg, sizeof msg);
     if (c->store && !c->err) {
         char key[128], val[1400];
         snprintf(key, sizeof key, "%s/abort", c->ns);

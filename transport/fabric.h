@@ -64,6 +64,8 @@ struct comm_fabric {
     const comm_fabric_ops *ops;
     int rank;
     int world;
+    int stalled_peer; /* owner: fabric. Set by wait() when it fails with IH_E_TIMEOUT: the peer
+                         that moved no data (-1 otherwise); comm.c uses it to find the hung rank */
 };
 
 static inline ih_err comm_fabric_post_send(comm_fabric *f, int peer, const void *buf, size_t len,

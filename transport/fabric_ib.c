@@ -339,6 +339,7 @@ static ih_err ib_wait(comm_fabric *f, comm_req *req, int64_t timeout_ms)
         uint64_t waited_ms = (now - last) / 1000000;
         if ((int64_t)waited_ms >= timeout_ms) {
             ib_peer *p = &t->peers[req->peer];
+            t->base.stalled_peer = req->peer;
             return fail_now(t, ih_fail(IH_E_TIMEOUT,
                 "rank %d (host %s) moved no data for %.1f s while rank %d waited to %s %zu B "
                 "(%zu done) over RDMA: it is hung, stopped or too slow (raise IH_COMM_TIMEOUT_S if "
@@ -715,6 +716,7 @@ ih_err comm_fabric_ib_create(comm_fabric **out, comm_store *store, const char *n
     t->base.ops = &k_ib_ops;
     t->base.rank = rank;
     t->base.world = world;
+    t->base.stalled_peer = -1;
     t->S = (uint32_t)env_num("IH_IB_SLOTS", 4, 1, 1024);
     t->B = (uint32_t)env_num("IH_IB_SLOT_KB", 256, 1, 1 << 20) * 1024u;
     t->peers = calloc((size_t)world, sizeof *t->peers);

@@ -391,6 +391,7 @@ static ih_err tcp_wait(comm_fabric *f, comm_req *req, int64_t timeout_ms)
         uint64_t waited_ms = now > last ? (now - last) / 1000000 : 0;
         if ((int64_t)waited_ms >= timeout_ms) {
             tcp_peer *p = &t->peers[req->peer];
+            t->base.stalled_peer = req->peer;
             fail_now(t, ih_fail(IH_E_TIMEOUT,
                 "rank %d (host %s) moved no data for %.1f s while rank %d waited to %s %zu B "
                 "(%zu done): it is hung, stopped or too slow (raise IH_COMM_TIMEOUT_S if it is "
@@ -459,6 +460,7 @@ ih_err comm_fabric_tcp_create(comm_fabric **out, comm_store *store, const char *
     t->base.ops = &k_tcp_ops;
     t->base.rank = rank;
     t->base.world = world;
+    t->base.stalled_peer = -1;
     t->rx_wake_fd = t->done_fd = -1;
     pthread_mutex_init(&t->mu, NULL);
     pthread_mutex_init(&t->tsan_io_mu, NULL);
