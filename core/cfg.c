@@ -170,8 +170,8 @@ ih_err ih_cfg_parse(ih_cfg *c, int argc, char **argv, int *help_printed)
     optind = 1;
     opterr = 0;
     int ch;
-    long iv;
-    double dv;
+    long iv = 0;   /* set by parse_int before use; initialised for -O3 -Wmaybe-uninitialized */
+    double dv = 0;
     while ((ch = getopt_long(argc, argv, ":b:e:o:h", opts, NULL)) != -1) {
         const char *a = optarg;
         switch (ch) {

@@ -237,7 +237,10 @@ static void stem(const char *name, char *out, size_t cap)
 {
     const char *b = strrchr(name, '/');
     b = b ? b + 1 : name;
-    snprintf(out, cap, "%s", b);
+    size_t n = strlen(b); /* truncating copy (a name longer than cap cannot match anyway) */
+    if (n >= cap) n = cap - 1;
+    memcpy(out, b, n);
+    out[n] = 0;
     char *dot = strrchr(out, '.');
     if (dot && dot != out) *dot = 0;
 }

@@ -195,7 +195,7 @@ static ih_err allreduce_ring(comm_ctx *c, float *buf, size_t n)
      * free. Forwarding must never block here: a rank blocked on a send while it no longer
      * posts receives deadlocks with a neighbour doing the same. */
     ring_cur post = {0, 0}, cons = {0, 0}, fwd = {0, 0};
-    size_t npost = 0, ncons = 0, nfwd = 0, off, len;
+    size_t npost = 0, ncons = 0, nfwd = 0, off = 0, len = 0; /* set by ring_item */
     for (;;) {
         while (npost - ncons < COMM_NTMP && ring_item(c, n, &post, nsteps, &off, &len)) {
             void *dst = post.t < k - 1 ? (void *)c->tmp[npost % COMM_NTMP] : (void *)(buf + off);
