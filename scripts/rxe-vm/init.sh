@@ -23,6 +23,9 @@ mount -t devpts devpts $R/dev/pts
 for d in /tmp /dev/shm /run /var/tmp /root; do [ -d $R$d ] && mount -t tmpfs -o mode=1777 tmpfs $R$d; done
 mkdir -p $R/run/ihctl
 mount --move /ctl $R/run/ihctl
+# A build tree under /tmp (or another folder replaced by a tmpfs above) has no mount point in
+# the VM: make one there (the read-only host root keeps its own).
+[ -d "$R$IH_DIR" ] || mkdir -p "$R$IH_DIR" 2>/dev/null
 mount -t 9p -o "$O,cache=mmap" hostdir "$R$IH_DIR" || die "cannot mount $IH_DIR"
 hostname rxe-vm
 ip link set lo up
