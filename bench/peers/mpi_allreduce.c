@@ -26,11 +26,18 @@ int main(int argc, char **argv)
     MPI_Comm_size(MPI_COMM_WORLD, &k);
     double mb = argc > 1 ? atof(argv[1]) : 100;
     const char *suf = argc > 1 ? argv[1] + strspn(argv[1], "0123456789.") : "M";
-    size_t bytes = (size_t)(mb * (*suf == 'K' || *suf == 'k' ? 1024.0 : 1048576.0)) / 4 * 4;
+    /* "32M", "4K", or a bare byte count as bench_allreduce takes it. */
+    const double unit = *suf == 'K' || *suf == 'k' ? 1024.0 : *suf == 'M' || *suf == 'm' ? 1048576.0
+                        : *suf == 'G' || *suf == 'g' ? 1073741824.0 : 1.0;
+    size_t bytes = (size_t)(mb * unit) / 4 * 4;
     size_t n = bytes / 4;
     int R = argc > 2 ? atoi(argv[2]) : 20;
     if (R > 200) R = 200;
-    float *buf = malloc(bytes);
+    float *buf = malloc(bytes ? bytes : 4);
+    if (!buf) {
+        fprintf(stderr, "mpi_allreduce: cannot allocate %zu bytes\n", bytes);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
     for (size_t i = 0; i < n; i++) buf[i] = (float)((int)((r * 7u + i * 13u) % 17u) - 8);
     MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
     long wrong = 0;
