@@ -21,11 +21,11 @@
 #include "fabric_tcp.h"
 
 #define DEFAULT_TIMEOUT_S 300
-/* 256 KiB. IH_COMM_CHUNK_KB=512 measured faster for 100 MiB buffers (5 of 5 interleaved pairs
- * at 2 ranks, median +7%; 4 of 5 at 4 ranks, +3%) and a tie at 32 MiB, but as the default it
- * made test_allreduce_hung_rank_times_out name the wrong first failure more often (a race
- * between near-simultaneous timeouts, see bench/README.md), so it stays a tuning knob. */
-#define DEFAULT_CHUNK_KB 256
+/* 512 KiB: faster than 256 KiB for 100 MiB buffers (5 of 5 interleaved pairs at 2 ranks, median
+ * +7%; 4 of 5 at 4 ranks, +3%) and a tie at 32 MiB (bench/README.md). It was held back while
+ * test_allreduce_hung_rank_times_out blamed the wrong rank more often with it; the chain-of-waits
+ * naming (name_stalled_root) fixed that race. IH_COMM_CHUNK_KB overrides. */
+#define DEFAULT_CHUNK_KB 512
 /* Socket buffers: 0 leaves them to the kernel's autotuning, which grows the receive buffer up
  * to net.ipv4.tcp_rmem's maximum (32 MiB on Debian 12) and measured faster on loopback than
  * fixing 4 or 16 MiB (bench/README.md); IH_COMM_SOCKBUF=bytes fixes them. */
@@ -135,9 +135,10 @@ static void name_stalled_root(comm_ctx *c, char *msg, size_t cap)
 {
     const int me = c->boot.rank, first_peer = c->fab->stalled_peer;
     if (first_peer < 0 || first_peer >= c->boot.world) return;
-    char key[160], val[32];
+    char key[160], val[96], root_host[64];
+    snprintf(root_host, sizeof root_host, "%s", c->fab->stalled_host);
     snprintf(key, sizeof key, "%s/wait/%d", c->ns, me);
-    snprintf(val, sizeof val, "%d", first_peer);
+    snprintf(val, sizeof val, "%d %s", first_peer, root_host); /* "<peer> <peer's host>" */
     int64_t t = c->timeout_ms < 2000 ? c->timeout_ms : 2000;
     if (comm_store_set(c->store, key, val, strlen(val), t) != IH_OK) return;
     /* The other waiters time out within milliseconds of us; 300 ms covers scheduling noise. */
@@ -154,12 +155,14 @@ static void name_stalled_root(comm_ctx *c, char *msg, size_t cap)
         int q = atoi(val);
         if (q < 0 || q >= c->boot.world || q == me) { p = -1; break; } /* a cycle: no single root */
         p = q;
+        const char *h = strchr(val, ' ');
+        snprintf(root_host, sizeof root_host, "%s", h ? h + 1 : "?");
         if (o > 0 && (size_t)o < sizeof chain) o += snprintf(chain + o, sizeof chain - (size_t)o, " -> %d", p);
     }
     if (p >= 0 && p != first_peer) {
         size_t n = strlen(msg);
-        snprintf(msg + n, cap - n, "; the ranks waiting in a chain (%s) all timed out: rank %d, which waits on "
-                 "nobody, is the one that stopped", chain, p);
+        snprintf(msg + n, cap - n, "; the ranks waiting in a chain (%s) all timed out: rank %d (host %s), which "
+                 "waits on nobody, is the one that stopped", chain, p, root_host);
     }
 }
 

@@ -66,6 +66,7 @@ struct comm_fabric {
     int world;
     int stalled_peer; /* owner: fabric. Set by wait() when it fails with IH_E_TIMEOUT: the peer
                          that moved no data (-1 otherwise); comm.c uses it to find the hung rank */
+    char stalled_host[64]; /* that peer's host name */
 };
 
 static inline ih_err comm_fabric_post_send(comm_fabric *f, int peer, const void *buf, size_t len,

@@ -340,6 +340,7 @@ static ih_err ib_wait(comm_fabric *f, comm_req *req, int64_t timeout_ms)
         if ((int64_t)waited_ms >= timeout_ms) {
             ib_peer *p = &t->peers[req->peer];
             t->base.stalled_peer = req->peer;
+            snprintf(t->base.stalled_host, sizeof t->base.stalled_host, "%s", p->host);
             return fail_now(t, ih_fail(IH_E_TIMEOUT,
                 "rank %d (host %s) moved no data for %.1f s while rank %d waited to %s %zu B "
                 "(%zu done) over RDMA: it is hung, stopped or too slow (raise IH_COMM_TIMEOUT_S if "
