@@ -26,6 +26,7 @@ demo: build
 	@sh scripts/demo.sh $(BUILD)
 
 test: build
+	@sh scripts/install-deps --test
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 bench: build
