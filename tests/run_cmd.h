@@ -40,6 +40,28 @@ static inline int run_cmd(char *out, size_t cap, const char *fmt, ...)
     return -1;
 }
 
+/* Reads a whole file into a malloc'd buffer (*buf, owned by the caller; NUL-terminated one
+ * byte past the end). Returns its size, or -1 if it cannot be read. */
+static inline long read_file(const char *path, unsigned char **buf)
+{
+    *buf = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (!*buf || fread(*buf, 1, (size_t)n, f) != (size_t)n) {
+        free(*buf);
+        *buf = NULL;
+        n = -1;
+    } else {
+        (*buf)[n] = 0;
+    }
+    fclose(f);
+    return n;
+}
+
 static inline const char *bin_dir(void)
 {
     const char *b = getenv("IH_BINARY_DIR");

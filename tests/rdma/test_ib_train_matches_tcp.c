@@ -13,18 +13,6 @@
 
 static char out[2][1 << 18];
 
-static long read_file(const char *path, unsigned char **buf)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return -1;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    *buf = malloc((size_t)n);
-    if (fread(*buf, 1, (size_t)n, f) != (size_t)n) n = -1;
-    fclose(f);
-    return n;
-}
 
 /* Every "loss V" / "loss=V" token of rank 0's stdout, in order (the throughput columns of
  * the same lines are timing and differ between runs). */

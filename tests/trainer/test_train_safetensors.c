@@ -13,19 +13,6 @@
 
 static char out[1 << 18];
 
-static unsigned char *slurp(const char *path, long *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    *n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc((size_t)*n + 1);
-    if (b && fread(b, 1, (size_t)*n, f) != (size_t)*n) { free(b); b = NULL; }
-    fclose(f);
-    if (b) b[*n] = 0;
-    return b;
-}
 
 /* Finds tensor `name` in the JSON header; fills its shape and data pointer. 0 if found. */
 static int find_tensor(const char *hdr, const unsigned char *data, const char *name, long dims[4], int *nd,
@@ -73,8 +60,8 @@ int main(void)
     CHECK(ckpt_load(path, &cm, model_params(m), model_state(m), NULL) == IH_OK, "%s", ih_last_error());
 
     snprintf(path, sizeof path, "%s/run/model.safetensors", tmp);
-    long n = 0;
-    unsigned char *blob = slurp(path, &n);
+    unsigned char *blob = NULL;
+    long n = read_file(path, &blob);
     CHECK(blob && n > 16, "cannot read %s", path);
     if (!blob) return ih_test_result();
     uint64_t hl = 0;
