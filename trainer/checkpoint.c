@@ -57,6 +57,29 @@ static ih_err write_all(int fd, const void *p, size_t n, const char *path)
     return IH_OK;
 }
 
+/* Finishes an atomic write: fsync and close `fd` (the fully written `tmp`), rename it over
+ * `path` and fsync the directory so the rename itself survives a crash. Closes fd in every
+ * case; on failure removes tmp and leaves whatever was at `path` untouched. */
+static ih_err commit_tmp(int fd, const char *tmp, const char *path)
+{
+    ih_err e = IH_OK;
+    if (fsync(fd)) e = ih_fail(IH_E_SYS, "fsync %s: %s", tmp, strerror(errno));
+    if (close(fd) && e == IH_OK) e = ih_fail(IH_E_SYS, "close %s: %s", tmp, strerror(errno));
+    if (e == IH_OK && rename(tmp, path)) e = ih_fail(IH_E_SYS, "rename %s -> %s: %s", tmp, path, strerror(errno));
+    if (e != IH_OK) {
+        unlink(tmp);
+        return e;
+    }
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s", path);
+    int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return IH_OK;
+}
+
 ih_err ckpt_save(const char *path, const ckpt_meta *m, const float *params, const float *state,
                  const float *momentum)
 {
@@ -89,18 +112,9 @@ ih_err ckpt_save(const char *path, const ckpt_meta *m, const float *params, cons
     IH_TRY_GOTO(write_all(fd, params, m->n_params * sizeof(float), tmp), e, fail);
     IH_TRY_GOTO(write_all(fd, state, m->n_state * sizeof(float), tmp), e, fail);
     if (m->n_momentum) IH_TRY_GOTO(write_all(fd, momentum, m->n_momentum * sizeof(float), tmp), e, fail);
-    if (fsync(fd)) { e = ih_fail(IH_E_SYS, "fsync %s: %s", tmp, strerror(errno)); goto fail; }
-    if (close(fd)) { fd = -1; e = ih_fail(IH_E_SYS, "close %s: %s", tmp, strerror(errno)); goto fail; }
-    fd = -1;
-    if (rename(tmp, path)) { e = ih_fail(IH_E_SYS, "rename %s -> %s: %s", tmp, path, strerror(errno)); goto fail; }
-    /* Make the rename itself durable. */
-    char dir[1100];
-    snprintf(dir, sizeof dir, "%s", path);
-    int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) { fsync(dfd); close(dfd); }
-    return IH_OK;
+    return commit_tmp(fd, tmp, path);
 fail:
-    if (fd >= 0) close(fd);
+    close(fd);
     unlink(tmp);
     return e;
 }
@@ -198,14 +212,10 @@ ih_err ckpt_save_safetensors(const char *path, const ckpt_tensor *t, size_t n)
     IH_TRY_GOTO(write_all(fd, le, 8, tmp), e, fail);
     IH_TRY_GOTO(write_all(fd, hdr, len, tmp), e, fail);
     for (size_t i = 0; i < n; i++) IH_TRY_GOTO(write_all(fd, t[i].data, t[i].count * sizeof(float), tmp), e, fail);
-    if (fsync(fd)) { e = ih_fail(IH_E_SYS, "fsync %s: %s", tmp, strerror(errno)); goto fail; }
-    if (close(fd)) { fd = -1; e = ih_fail(IH_E_SYS, "close %s: %s", tmp, strerror(errno)); goto fail; }
-    fd = -1;
-    if (rename(tmp, path)) { e = ih_fail(IH_E_SYS, "rename %s -> %s: %s", tmp, path, strerror(errno)); goto fail; }
     free(hdr);
-    return IH_OK;
+    return commit_tmp(fd, tmp, path);
 fail:
-    if (fd >= 0) close(fd);
+    close(fd);
     unlink(tmp);
     free(hdr);
     return e;
