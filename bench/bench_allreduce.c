@@ -209,8 +209,8 @@ static int run_rank(const opts *o, const comm_boot_info *b)
     else if (comm_algo_parse(o->algo, &algos[0])) { fprintf(stderr, "%s\n", ih_last_error()); return 2; }
     else nalgo = 1;
 
-    ih_print0("# bench_allreduce: %d ranks, fabric %s, chunk %d KiB, timing = slowest rank, median of R\n",
-              k, o->fabric, o->chunk_kb > 0 ? o->chunk_kb : 256);
+    ih_print0("# bench_allreduce: %d ranks, fabric %s, chunk %zu KiB, timing = slowest rank, median of R\n",
+              k, o->fabric, comm_ctx_chunk_bytes(c) / 1024);
     ih_print0("# ceilings measured now: memcpy %.2f GB/s; one TCP stream on 127.0.0.1 %.2f GB/s one way; "
               "B = both directions of one connection at once %.2f GB/s total, so busbw <= B/k = %.2f GB/s\n",
               memcpy_bw, tcp1, tcp2, tcp2 / k);

@@ -123,6 +123,7 @@ void comm_ctx_destroy(comm_ctx *c)
 int comm_ctx_rank(const comm_ctx *c) { return c->boot.rank; }
 int comm_ctx_world(const comm_ctx *c) { return c->boot.world; }
 int64_t comm_ctx_timeout_ms(const comm_ctx *c) { return c->timeout_ms; }
+size_t comm_ctx_chunk_bytes(const comm_ctx *c) { return c->chunk_elems * sizeof(float); }
 
 /* A hung rank (alive, connections open, not calling) makes its neighbours time out, and in a
  * ring or a halving/doubling exchange the ranks waiting on THEM time out too, all within a few

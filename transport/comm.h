@@ -8,7 +8,7 @@
  *
  * Environment (tuning and debugging only; comm_opts fields win):
  *   IH_COMM_TIMEOUT_S  no-progress timeout of every wait, seconds (default 300)
- *   IH_COMM_CHUNK_KB   pipelining chunk (default 256)
+ *   IH_COMM_CHUNK_KB   pipelining chunk (default 512)
  *   IH_COMM_SOCKBUF    socket buffer bytes (default 0 = kernel autotuning)
  *
  * Failure: the first error is sticky. A failing rank publishes it in the store under
@@ -30,7 +30,7 @@ typedef enum { COMM_ALGO_AUTO = 0, COMM_ALGO_HD, COMM_ALGO_RING } comm_algo;
 typedef struct {
     const char *fabric;     /* "tcp" (default), "ib" (RDMA) or "auto" (see fabric_open.h) */
     int64_t timeout_ms;     /* 0: env IH_COMM_TIMEOUT_S, default 300 s */
-    size_t chunk_bytes;     /* pipelining unit; 0: env IH_COMM_CHUNK_KB, default 256 KiB */
+    size_t chunk_bytes;     /* pipelining unit; 0: env IH_COMM_CHUNK_KB, default 512 KiB */
     int sockbuf;            /* socket buffer bytes; 0: env IH_COMM_SOCKBUF, default kernel autotuning */
     int no_store_server;    /* rank 0 does not start the store (the caller hosts it) */
     const char *ns;         /* store key namespace; NULL: "c" */
@@ -50,6 +50,8 @@ void comm_ctx_destroy(comm_ctx *c);
 int comm_ctx_rank(const comm_ctx *c);
 int comm_ctx_world(const comm_ctx *c);
 int64_t comm_ctx_timeout_ms(const comm_ctx *c);
+/* The pipelining chunk this ctx uses, bytes (after options and environment). */
+size_t comm_ctx_chunk_bytes(const comm_ctx *c);
 const char *comm_algo_name(comm_algo a);
 /* Parses "auto", "hd", "ring". IH_E_USAGE otherwise. */
 ih_err comm_algo_parse(const char *s, comm_algo *out);
