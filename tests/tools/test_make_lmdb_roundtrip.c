@@ -16,58 +16,13 @@
 #include "pipeline/record.h"
 #include "tests/check.h"
 #include "tests/pipeline/fixtures.h"
-
-static char g_tools[512], g_out[400];
-
-/* Runs a shell command with stdout+stderr into g_out; returns the exit status. */
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    snprintf(cmd + n, sizeof cmd - (size_t)n, " > %s 2>&1", g_out);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    *len = fread(b, 1, (size_t)n, f);
-    b[*len] = 0;
-    fclose(f);
-    return b;
-}
-
-static void put(const char *path, const void *data, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(data, 1, len, f) != len || fclose(f)) {
-        perror(path);
-        exit(1);
-    }
-}
+#include "tests/tools/mk_common.h"
 
 int main(void)
 {
-    const char *bd = getenv("IH_BINARY_DIR");
-    if (bd && *bd) snprintf(g_tools, sizeof g_tools, "%s/tools", bd);
-    else snprintf(g_tools, sizeof g_tools, "%s", IH_TOOLS_DIR);
-    char tool[600];
-    snprintf(tool, sizeof tool, "%s/make_lmdb", g_tools);
-    if (access(tool, X_OK)) SKIP("%s not built", tool);
-
     char dir[256], src[300], p[600], db[300];
     fx_tmpdir(dir, "mklmdb");
-    snprintf(g_out, sizeof g_out, "%s/out.txt", dir);
+    mk_init(dir);
     snprintf(src, sizeof src, "%s/src", dir);
     snprintf(db, sizeof db, "%s/train.lmdb", dir);
     mkdir(src, 0775);
@@ -87,20 +42,20 @@ int main(void)
     for (int i = 4; i >= 0; i--) {
         jpg[i] = fx_jpeg(good[i].w, good[i].h, i, TJPF_RGB, TJSAMP_420, 90, &jl[i]);
         snprintf(p, sizeof p, "%s/%s/%s", src, good[i].cls, good[i].name);
-        put(p, jpg[i], jl[i]);
+        mk_put(p, jpg[i], jl[i]);
     }
     snprintf(p, sizeof p, "%s/a_cats/truncated.jpg", src);
-    put(p, jpg[2], jl[2] / 3);
+    mk_put(p, jpg[2], jl[2] / 3);
     snprintf(p, sizeof p, "%s/b_dogs/fake.png", src);
-    put(p, "\x89PNG\r\n\x1a\n\0\0\0\rIHDR", 16);
+    mk_put(p, "\x89PNG\r\n\x1a\n\0\0\0\rIHDR", 16);
     snprintf(p, sizeof p, "%s/b_dogs/notes.txt", src);
-    put(p, "just some notes\n", 16);
+    mk_put(p, "just some notes\n", 16);
     snprintf(p, sizeof p, "%s/b_dogs/.hidden.jpg", src);
-    put(p, "x", 1);
+    mk_put(p, "x", 1);
 
-    int rc = sh("%s/make_lmdb --quiet %s %s", g_tools, src, db);
+    int rc = mk_sh("%s/make_lmdb --quiet %s %s", mk_tools, src, db);
     size_t olen;
-    char *out = slurp(g_out, &olen);
+    char *out = mk_slurp(mk_out, &olen);
     CHECK(rc == 0, "make_lmdb exit %d:\n%s", rc, out);
     CHECK(strstr(out, "truncated.jpg") && strstr(out, "Premature end"), "truncated file not named:\n%s", out);
     CHECK(strstr(out, "fake.png") && strstr(out, "PNG"), "PNG not named:\n%s", out);
@@ -131,7 +86,7 @@ int main(void)
         pipe_db_close(d);
     }
     snprintf(p, sizeof p, "%s/labels.txt", db);
-    char *labels = slurp(p, &olen);
+    char *labels = mk_slurp(p, &olen);
     CHECK(labels && !strcmp(labels, "0\ta_cats\n1\tb_dogs\n"), "labels.txt: %s", labels ? labels : "(missing)");
     free(labels);
 
@@ -143,55 +98,55 @@ int main(void)
     pipe_loader_destroy(l);
 
     /* Inspector agrees. */
-    CHECK(sh("%s/lmdb_inspect --verify %s", g_tools, db) == 0, "lmdb_inspect --verify");
-    out = slurp(g_out, &olen);
+    CHECK(mk_sh("%s/lmdb_inspect --verify %s", mk_tools, db) == 0, "lmdb_inspect --verify");
+    out = mk_slurp(mk_out, &olen);
     CHECK(strstr(out, "verified 5 records") && strstr(out, "0 bad"), "verify output:\n%s", out);
     free(out);
     char ex[400];
     snprintf(ex, sizeof ex, "%s/x.jpg", dir);
-    CHECK(sh("%s/lmdb_inspect --extract 4 %s %s", g_tools, ex, db) == 0, "extract");
-    char *exb = slurp(ex, &olen);
+    CHECK(mk_sh("%s/lmdb_inspect --extract 4 %s %s", mk_tools, ex, db) == 0, "extract");
+    char *exb = mk_slurp(ex, &olen);
     CHECK(exb && olen == jl[4] && !memcmp(exb, jpg[4], olen), "extracted bytes differ");
     free(exb);
 
     /* Existing output: refused without --force, replaced with it. */
-    CHECK(sh("%s/make_lmdb --quiet %s %s", g_tools, src, db) == 1, "overwrite without --force must fail");
-    out = slurp(g_out, &olen);
+    CHECK(mk_sh("%s/make_lmdb --quiet %s %s", mk_tools, src, db) == 1, "overwrite without --force must fail");
+    out = mk_slurp(mk_out, &olen);
     CHECK(strstr(out, "exists") && strstr(out, "--force"), "message:\n%s", out);
     free(out);
-    CHECK(sh("%s/make_lmdb --quiet --force %s %s", g_tools, src, db) == 0, "--force");
+    CHECK(mk_sh("%s/make_lmdb --quiet --force %s %s", mk_tools, src, db) == 0, "--force");
 
     /* Empty folder, folder with an empty class, missing folder, usage. */
     char empty[300], out2[300];
     snprintf(empty, sizeof empty, "%s/empty", dir);
     snprintf(out2, sizeof out2, "%s/e.lmdb", dir);
     mkdir(empty, 0775);
-    CHECK(sh("%s/make_lmdb --quiet %s %s", g_tools, empty, out2) == 1, "empty folder must exit 1");
-    out = slurp(g_out, &olen);
+    CHECK(mk_sh("%s/make_lmdb --quiet %s %s", mk_tools, empty, out2) == 1, "empty folder must exit 1");
+    out = mk_slurp(mk_out, &olen);
     CHECK(strstr(out, "no class subfolders") && strstr(out, empty), "empty folder message:\n%s", out);
     free(out);
     snprintf(p, sizeof p, "%s/empty/cls", dir);
     mkdir(p, 0775);
-    CHECK(sh("%s/make_lmdb --quiet %s %s", g_tools, empty, out2) == 1, "no images must exit 1");
-    out = slurp(g_out, &olen);
+    CHECK(mk_sh("%s/make_lmdb --quiet %s %s", mk_tools, empty, out2) == 1, "no images must exit 1");
+    out = mk_slurp(mk_out, &olen);
     CHECK(strstr(out, "no image"), "no images message:\n%s", out);
     free(out);
     CHECK(access(out2, F_OK) != 0, "no LMDB may be left after a failure");
     snprintf(p, sizeof p, "%s/missing", dir);
-    CHECK(sh("%s/make_lmdb --quiet %s %s", g_tools, p, out2) == 1, "missing folder must exit 1");
-    out = slurp(g_out, &olen);
+    CHECK(mk_sh("%s/make_lmdb --quiet %s %s", mk_tools, p, out2) == 1, "missing folder must exit 1");
+    out = mk_slurp(mk_out, &olen);
     CHECK(strstr(out, p) && strstr(out, "No such file"), "missing folder message:\n%s", out);
     free(out);
-    CHECK(sh("%s/make_lmdb %s", g_tools, src) == 2, "one positional argument is a usage error");
-    CHECK(sh("%s/make_lmdb --bogus %s %s", g_tools, src, out2) == 2, "unknown flag is a usage error");
+    CHECK(mk_sh("%s/make_lmdb %s", mk_tools, src) == 2, "one positional argument is a usage error");
+    CHECK(mk_sh("%s/make_lmdb --bogus %s %s", mk_tools, src, out2) == 2, "unknown flag is a usage error");
 
     /* List mode: "relative/path label", order as listed. */
     char list[300];
     snprintf(list, sizeof list, "%s/list.txt", dir);
     const char *lines = "b_dogs/1.jpg 4\na_cats/0.jpg 2\nb_dogs/notes.txt 1\n";
-    put(list, lines, strlen(lines));
+    mk_put(list, lines, strlen(lines));
     snprintf(p, sizeof p, "%s/list.lmdb", dir);
-    rc = sh("%s/make_lmdb --quiet --list %s --root %s %s", g_tools, list, src, p);
+    rc = mk_sh("%s/make_lmdb --quiet --list %s --root %s %s", mk_tools, list, src, p);
     CHECK(rc == 0, "list mode exit %d", rc);
     if (pipe_db_open(&d, p) == IH_OK) {
         CHECK(pipe_db_count(d) == 2, "list mode count %lld", (long long)pipe_db_count(d));
