@@ -1,7 +1,7 @@
 # cmake/IhDeps.cmake — find every dependency (cmake/Find*.cmake) and print one line each;
 # wraps them in the ih:: targets the modules link.
 # Required: libjpeg-turbo (libjpeg API + TurboJPEG), LMDB, BLAS (OpenBLAS preferred).
-# Optional: CUDA toolkit + cuDNN (+ cuBLAS), NCCL, libibverbs + librdmacm.
+# Optional: libpng, CUDA toolkit + cuDNN (+ cuBLAS), NCCL, libibverbs + librdmacm.
 set(_ih_missing "")
 macro(ih_dep_line name found detail)
   if(${found})
@@ -43,6 +43,16 @@ if(BLAS_FOUND AND CBLAS_INCLUDE_DIR)
 else()
   ih_dep_line("OpenBLAS" FALSE "(required: apt-get install libopenblas-dev)")
   list(APPEND _ih_missing "libopenblas-dev")
+endif()
+
+# --- optional: libpng (make_lmdb converts PNG files, e.g. ImageNet's one PNG named .JPEG) ---
+find_package(PNG QUIET)
+if(PNG_FOUND)
+  add_library(ih::png INTERFACE IMPORTED)
+  target_link_libraries(ih::png INTERFACE PNG::PNG)
+  ih_dep_line("libpng" TRUE "${PNG_LIBRARY}")
+else()
+  ih_dep_line("libpng" FALSE "(optional, make_lmdb then skips PNG files: apt-get install libpng-dev)")
 endif()
 
 if(_ih_missing)

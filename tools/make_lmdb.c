@@ -14,6 +14,10 @@
  * `--max-side N`, re-encode images whose longer side exceeds N (FFCV's max_resolution) at
  * `--quality`; the writer stores their results strictly in item order, so the database does
  * not depend on the thread count. Bad files are skipped and listed with their reason.
+ * PNG files (ImageNet's train set has one named .JPEG, n02105855_2933) are converted: decoded
+ * with libpng (alpha composited on white), resized like a JPEG under `--max-side`, encoded at
+ * `--quality` (4:2:0, or grey for a grey PNG) and listed as converted. Built without libpng,
+ * they are reported as bad with the package to install.
  *
  * Crash safety: everything is written to OUT.tmp, committed every --commit-every items,
  * with OUT.tmp/make_lmdb.progress (items done, records, bytes, bad files, a fingerprint of
@@ -44,6 +48,10 @@
 #include "pipeline/decode.h"
 #include "pipeline/record.h"
 #include "pipeline/resize.h"
+
+#if IH_HAVE_PNG
+#include <png.h>
+#endif
 
 typedef struct {
     char *path;
@@ -405,6 +413,7 @@ typedef struct {
     size_t len, cap;
     int w, h;
     char why[600];
+    char note[96]; /* non-empty when a non-JPEG file was converted: what it was */
 } result;
 
 typedef struct {
@@ -424,8 +433,8 @@ typedef struct {
     pool *p;
     pipe_decoder *dec; /* owner: this worker */
     tjhandle tj;       /* owner: this worker */
-    uint8_t *fbuf, *rgb, *tab;
-    size_t fcap, rgbcap, tabcap;
+    uint8_t *fbuf, *rgb, *tab, *fbuf2; /* fbuf2: a decoded PNG */
+    size_t fcap, rgbcap, tabcap, fcap2;
 } worker;
 
 static int grow_buf(uint8_t **b, size_t *cap, size_t need)
@@ -435,6 +444,29 @@ static int grow_buf(uint8_t **b, size_t *cap, size_t need)
     if (!n) return -1;
     *b = n;
     *cap = need;
+    return 0;
+}
+
+/* rgb (tw x th, packed RGB) -> JPEG in r (4:2:0, or grey) at the pool's quality. */
+static int encode_rgb(worker *w, const uint8_t *rgb, int tw, int th, int gray, result *r)
+{
+    unsigned char *out = NULL;
+    unsigned long olen = 0;
+    if (tjCompress2(w->tj, rgb, tw, 0, th, TJPF_RGB, &out, &olen, gray ? TJSAMP_GRAY : TJSAMP_420,
+                    w->p->quality, 0)) {
+        snprintf(r->why, sizeof r->why, "re-encode: %s", tjGetErrorStr2(w->tj));
+        return -1;
+    }
+    if (grow_buf(&r->data, &r->cap, olen)) {
+        tjFree(out);
+        snprintf(r->why, sizeof r->why, "out of memory");
+        return -1;
+    }
+    memcpy(r->data, out, olen);
+    tjFree(out);
+    r->len = olen;
+    r->w = tw;
+    r->h = th;
     return 0;
 }
 
@@ -463,36 +495,86 @@ static int reencode(worker *w, const uint8_t *jpg, size_t len, int W, int H, res
     }
     uint8_t *tab = (uint8_t *)(((uintptr_t)w->tab + 15) & ~(uintptr_t)15);
     pipe_resize(rgb, sw, sh, (size_t)sw * 3, 0, 0, sw, sh, 0, w->rgb, tw, th, tab);
-    unsigned char *out = NULL;
-    unsigned long olen = 0;
-    if (tjCompress2(w->tj, w->rgb, tw, 0, th, TJPF_RGB, &out, &olen, comps == 1 ? TJSAMP_GRAY : TJSAMP_420,
-                    p->quality, 0)) {
-        snprintf(r->why, sizeof r->why, "re-encode: %s", tjGetErrorStr2(w->tj));
+    return encode_rgb(w, w->rgb, tw, th, comps == 1, r);
+}
+
+#if IH_HAVE_PNG
+/* A PNG file -> JPEG record: decode to RGB (alpha over white), shrink to --max-side like a
+ * JPEG, encode at --quality. */
+static int convert_png(worker *w, const uint8_t *png, size_t len, result *r)
+{
+    pool *p = w->p;
+    png_image img;
+    memset(&img, 0, sizeof img);
+    img.version = PNG_IMAGE_VERSION;
+    if (!png_image_begin_read_from_memory(&img, png, len)) {
+        snprintf(r->why, sizeof r->why, "PNG data that libpng cannot read: %s", img.message);
         return -1;
     }
-    if (grow_buf(&r->data, &r->cap, olen)) {
-        tjFree(out);
-        snprintf(r->why, sizeof r->why, "out of memory");
+    int gray = !(img.format & PNG_FORMAT_FLAG_COLOR);
+    int W = (int)img.width, H = (int)img.height;
+    if (W < 1 || H < 1 || (size_t)W * (size_t)H > ((size_t)1 << 28)) {
+        png_image_free(&img);
+        snprintf(r->why, sizeof r->why, "PNG of %dx%d pixels: not a usable image size", W, H);
         return -1;
     }
-    memcpy(r->data, out, olen);
-    tjFree(out);
-    r->len = olen;
-    r->w = tw;
-    r->h = th;
+    img.format = PNG_FORMAT_RGB;
+    static const png_color white = {255, 255, 255};
+    if (grow_buf(&w->fbuf2, &w->fcap2, (size_t)W * H * 3)) {
+        png_image_free(&img);
+        snprintf(r->why, sizeof r->why, "out of memory for a %dx%d PNG", W, H);
+        return -1;
+    }
+    if (!png_image_finish_read(&img, &white, w->fbuf2, 0, NULL)) {
+        snprintf(r->why, sizeof r->why, "PNG data that libpng cannot decode: %s", img.message);
+        png_image_free(&img);
+        return -1;
+    }
+    png_image_free(&img);
+    const uint8_t *src = w->fbuf2;
+    int tw = W, th = H, side = W > H ? W : H;
+    if (p->max_side > 0 && side > p->max_side) {
+        double f = (double)p->max_side / side;
+        tw = (int)(W * f + 0.5);
+        th = (int)(H * f + 0.5);
+        if (tw < 1) tw = 1;
+        if (th < 1) th = 1;
+        if (grow_buf(&w->rgb, &w->rgbcap, (size_t)tw * th * 3) ||
+            grow_buf(&w->tab, &w->tabcap, pipe_resize_scratch_bytes(W, W, H, tw, th) + 64)) {
+            snprintf(r->why, sizeof r->why, "out of memory");
+            return -1;
+        }
+        uint8_t *tab = (uint8_t *)(((uintptr_t)w->tab + 15) & ~(uintptr_t)15);
+        pipe_resize(src, W, H, (size_t)W * 3, 0, 0, W, H, 0, w->rgb, tw, th, tab);
+        src = w->rgb;
+    }
+    if (encode_rgb(w, src, tw, th, gray, r)) return -1;
+    snprintf(r->note, sizeof r->note, "PNG %dx%d%s -> JPEG %dx%d quality %d", W, H, gray ? " grey" : "", tw, th,
+             p->quality);
     return 0;
 }
+#endif
 
 static void process(worker *w, const item *it, result *r)
 {
     size_t len = 0;
     r->len = 0;
     r->why[0] = 0;
+    r->note[0] = 0;
     if (it->bad) {
         snprintf(r->why, sizeof r->why, "%s", it->bad);
         return;
     }
     if (read_file(it->path, &w->fbuf, &w->fcap, &len, r->why, sizeof r->why)) return;
+    if (len >= 8 && !memcmp(w->fbuf, "\x89PNG\r\n\x1a\n", 8)) {
+#if IH_HAVE_PNG
+        if (convert_png(w, w->fbuf, len, r)) r->len = 0;
+#else
+        snprintf(r->why, sizeof r->why, "PNG data; this make_lmdb was built without libpng, so it cannot convert "
+                 "it: apt-get install libpng-dev and rebuild");
+#endif
+        return;
+    }
     int W, H;
     if (pipe_decoder_open(w->dec, w->fbuf, len, &W, &H) != IH_OK) {
         snprintf(r->why, sizeof r->why, "%s", ih_last_error());
@@ -557,7 +639,7 @@ typedef struct {
     uint64_t fingerprint;
     size_t items_done;
     uint64_t records, bytes;
-    size_t nbad;
+    size_t nbad, nconv;
 } progress_state;
 
 static uint64_t fnv_str(uint64_t h, const char *s)
@@ -572,7 +654,7 @@ static uint64_t fingerprint(const job *j, int max_side, int quality)
 {
     char buf[64];
     uint64_t h = 0xcbf29ce484222325ull;
-    snprintf(buf, sizeof buf, "v1 %d %d %zu", max_side, max_side > 0 ? quality : 0, j->n);
+    snprintf(buf, sizeof buf, "v2 %d %d %zu", max_side, quality, j->n); /* quality: re-encodes, PNGs */
     h = fnv_str(h, buf);
     for (size_t i = 0; i < j->n; i++) {
         snprintf(buf, sizeof buf, "%d %d", j->items[i].label, j->items[i].bad != NULL);
@@ -581,9 +663,10 @@ static uint64_t fingerprint(const job *j, int max_side, int quality)
     return h;
 }
 
-/* Writes DIR/make_lmdb.progress atomically (temp file, fsync, rename). Bad files so far
- * (reason per item) follow the counters, so a resumed run reports them too. */
-static int write_progress(const char *dir, const progress_state *ps, const job *j, char **why)
+/* Writes DIR/make_lmdb.progress atomically (temp file, fsync, rename). Bad and converted
+ * files so far (reason / what it was, per item) follow the counters, so a resumed run reports
+ * them too. */
+static int write_progress(const char *dir, const progress_state *ps, char **why, char **conv)
 {
     char p[4300], t[4300];
     snprintf(p, sizeof p, "%s/make_lmdb.progress", dir);
@@ -595,14 +678,14 @@ static int write_progress(const char *dir, const progress_state *ps, const job *
             (unsigned long long)ps->bytes);
     for (size_t i = 0; i < ps->items_done; i++)
         if (why[i]) fprintf(f, "bad %zu %s\n", i, why[i]);
+        else if (conv[i]) fprintf(f, "conv %zu %s\n", i, conv[i]);
     int rc = fflush(f) || fsync(fileno(f));
     rc |= fclose(f);
     if (rc || rename(t, p)) return -1;
-    (void)j;
     return 0;
 }
 
-static int read_progress(const char *dir, progress_state *ps, char **why, size_t n)
+static int read_progress(const char *dir, progress_state *ps, char **why, char **conv, size_t n)
 {
     char p[4300], line[8192];
     snprintf(p, sizeof p, "%s/make_lmdb.progress", dir);
@@ -614,15 +697,20 @@ static int read_progress(const char *dir, progress_state *ps, char **why, size_t
     ps->fingerprint = fp;
     ps->records = rec;
     ps->bytes = by;
-    ps->nbad = 0;
+    ps->nbad = ps->nconv = 0;
     while (ok && fgets(line, sizeof line, f)) {
         size_t i;
-        int off = 0;
+        int off = 0, bad = !strncmp(line, "bad ", 4);
         line[strcspn(line, "\n")] = 0;
-        if (sscanf(line, "bad %zu %n", &i, &off) < 1 || !off || i >= n) { ok = 0; break; }
-        free(why[i]);
-        why[i] = strdup(line + off);
-        ps->nbad++;
+        if (sscanf(line + 4, "%zu %n", &i, &off) < 1 || !off || i >= n || (!bad && strncmp(line, "conv ", 5))) {
+            ok = 0;
+            break;
+        }
+        char **dst = bad ? &why[i] : &conv[i];
+        free(*dst);
+        *dst = strdup(line + 4 + off);
+        if (bad) ps->nbad++;
+        else ps->nconv++;
     }
     fclose(f);
     return ok ? 0 : -1;
@@ -689,14 +777,15 @@ static void usage(FILE *f)
             "                     and bytes do not depend on N\n"
             "  --max-side N       re-encode images whose longer side exceeds N to exactly N (FFCV's\n"
             "                     max_resolution; antialiased resize, 4:2:0)\n"
-            "  --quality Q        JPEG quality of re-encodes, 1..100 (default 90)\n"
+            "  --quality Q        JPEG quality of re-encodes and PNG conversions, 1..100 (default 90)\n"
             "  --commit-every N   items per LMDB transaction / progress checkpoint (default 1000)\n"
             "Output:\n"
             "  --resume           continue an interrupted run from OUT_LMDB.tmp (same options)\n"
             "  --force            replace OUT_LMDB if it exists\n"
             "  --quiet            no progress bar\n"
             "  --help             this text\n"
-            "Every image is decoded once; bad files are reported with the reason and skipped.\n"
+            "Every image is decoded once; bad files are reported with the reason and skipped; PNG files\n"
+            "(even when named .JPEG) are converted to JPEG and reported.\n"
             "Exit status: 0 ok, 1 failure, 2 usage.\n");
 }
 
@@ -759,7 +848,8 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    char **why = calloc(j.n ? j.n : 1, sizeof(char *)); /* bad reason per item */
+    char **why = calloc(j.n ? j.n : 1, sizeof(char *));  /* bad reason per item */
+    char **conv = calloc(j.n ? j.n : 1, sizeof(char *)); /* what a converted (non-JPEG) item was */
     struct stat st;
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", out);
@@ -781,12 +871,12 @@ int main(int argc, char **argv)
         }
     }
     uint64_t fp = fingerprint(&j, max_side, quality);
-    progress_state ps = {fp, 0, 0, 0, 0};
+    progress_state ps = {fp, 0, 0, 0, 0, 0};
     int resuming = 0;
     if (lstat(tmp, &st) == 0) {
         if (resume) {
             progress_state got;
-            if (!S_ISDIR(st.st_mode) || read_progress(tmp, &got, why, j.n)) {
+            if (!S_ISDIR(st.st_mode) || read_progress(tmp, &got, why, conv, j.n)) {
                 fprintf(stderr, "make_lmdb: %s has no readable progress file; cannot resume: run again without "
                         "--resume to start over\n", tmp);
                 rc = 1;
@@ -933,13 +1023,18 @@ int main(int argc, char **argv)
         if (kill_after > 0 && ++commits == kill_after) raise(SIGKILL);
         for (size_t i = c0; i < c1; i++) {
             result *r = &pl.res[i - c0];
+            if (r->len && r->note[0]) {
+                conv[i] = strdup(r->note);
+                ps.nconv++;
+                fprintf(stderr, "%smake_lmdb: converted %s: %s\n", tty ? "\n" : "", j.items[i].path, r->note);
+            }
             if (r->len) continue;
             why[i] = strdup(r->why);
             ps.nbad++;
             fprintf(stderr, "%smake_lmdb: skipping %s: %s\n", tty ? "\n" : "", j.items[i].path, r->why);
         }
         ps.items_done = c1;
-        if (write_progress(tmp, &ps, &j, why)) {
+        if (write_progress(tmp, &ps, why, conv)) {
             fprintf(stderr, "make_lmdb: cannot write the progress file in %s: %s\n", tmp, strerror(errno));
             rc = 1;
             goto done;
@@ -987,10 +1082,11 @@ int main(int argc, char **argv)
     /* Final report: counts, bytes, and every bad file with its reason (also those found
      * before a resume). */
     printf("make_lmdb: wrote %llu records (%.1f MB) of %d classes to %s in %.1f s with %d threads; skipped %zu bad "
-           "file%s\n", (unsigned long long)ps.records, ps.bytes / 1e6, j.nclasses, out, ih_now_s() - t0, threads, ps.nbad,
-           ps.nbad == 1 ? "" : "s");
+           "file%s; converted %zu non-JPEG file%s\n", (unsigned long long)ps.records, ps.bytes / 1e6, j.nclasses, out,
+           ih_now_s() - t0, threads, ps.nbad, ps.nbad == 1 ? "" : "s", ps.nconv, ps.nconv == 1 ? "" : "s");
     for (size_t i = 0; i < j.n; i++)
         if (why[i]) printf("  bad: %s: %s\n", j.items[i].path, why[i]);
+        else if (conv[i]) printf("  converted: %s: %s\n", j.items[i].path, conv[i]);
 done:
     pthread_mutex_lock(&pl.mu);
     pl.stop = 1;
@@ -1001,6 +1097,7 @@ done:
         pipe_decoder_destroy(ws[i].dec);
         if (ws[i].tj) tjDestroy(ws[i].tj);
         free(ws[i].fbuf);
+        free(ws[i].fbuf2);
         free(ws[i].rgb);
         free(ws[i].tab);
     }
@@ -1016,8 +1113,12 @@ done:
         if (access(pf, F_OK)) remove_lmdb_dir(tmp);
     }
 early:
-    for (size_t i = 0; i < j.n; i++) free(why[i]);
+    for (size_t i = 0; i < j.n; i++) {
+        free(why[i]);
+        free(conv[i]);
+    }
     free(why);
+    free(conv);
     free_job(&j);
     return rc;
 }
