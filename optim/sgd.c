@@ -1,5 +1,6 @@
 /* optim/sgd.c — see sgd.h. The inner loops are plain and branch-free per segment so the
- * compiler vectorizes them. */
+ * compiler vectorizes them; the arithmetic per element is optim_sgd_elem (sgd_elem.h), the
+ * same function the CUDA backend's kernel runs. Built with -ffp-contract=off (see there). */
 #include "sgd.h"
 
 #include <stdlib.h>
@@ -58,37 +59,45 @@ void optim_sgd_destroy(optim_sgd *o)
     free(o);
 }
 
+optim_sgd_plan optim_sgd_plan_step(optim_sgd *o, double lr)
+{
+    optim_sgd_plan p = {.lr = (float)lr, .u_scale = 1.0f, .momentum = o->cfg.momentum,
+                        .weight_decay = o->cfg.weight_decay, .nesterov = o->cfg.nesterov};
+    /* Momentum correction (Goyal et al. sec. 2.3): u was accumulated with lr folded in at
+     * prev_lr; rescale it so the next update matches the unfolded form at lr. */
+    if (o->cfg.momentum_correction && o->prev_lr > 0 && lr != o->prev_lr)
+        p.u_scale = (float)(lr / o->prev_lr);
+    o->prev_lr = lr;
+    return p;
+}
+
 void optim_sgd_step(optim_sgd *o, float *params, const float *grads, double lr)
 {
-    const float m = o->cfg.momentum;
-    if (o->cfg.momentum_correction && o->prev_lr > 0 && lr != o->prev_lr) {
-        /* Momentum correction (Goyal et al. sec. 2.3): u was accumulated with lr folded in
-         * at prev_lr; rescale it so the next update matches the unfolded form at lr. */
-        const float c = (float)(lr / o->prev_lr);
-        for (size_t i = 0; i < o->n; i++) o->u[i] *= c;
-    }
-    const float flr = (float)lr;
+    const optim_sgd_plan p = optim_sgd_plan_step(o, lr);
     for (size_t s = 0; s < o->nsegs; s++) {
-        const float wd = o->segs[s].no_decay ? 0.0f : o->cfg.weight_decay;
+        const float wd = o->segs[s].no_decay ? 0.0f : p.weight_decay;
         float *restrict w = params + o->segs[s].offset;
         const float *restrict g = grads + o->segs[s].offset;
         float *restrict u = o->u + o->segs[s].offset;
         const size_t cnt = o->segs[s].count;
-        if (o->cfg.nesterov) {
-            for (size_t i = 0; i < cnt; i++) {
-                float d = flr * (g[i] + wd * w[i]);
-                u[i] = m * u[i] + d;
-                w[i] -= m * u[i] + d;
-            }
-        } else {
-            for (size_t i = 0; i < cnt; i++) {
-                u[i] = m * u[i] + flr * (g[i] + wd * w[i]);
-                w[i] -= u[i];
-            }
-        }
+        /* one loop per form, so the branch is not inside the vectorised loop */
+        if (p.nesterov)
+            for (size_t i = 0; i < cnt; i++)
+                w[i] = optim_sgd_elem(w[i], g[i], &u[i], p.u_scale, p.momentum, p.lr, wd, 1);
+        else
+            for (size_t i = 0; i < cnt; i++)
+                w[i] = optim_sgd_elem(w[i], g[i], &u[i], p.u_scale, p.momentum, p.lr, wd, 0);
     }
-    o->prev_lr = lr;
 }
+
+size_t optim_sgd_segments(const optim_sgd *o, const optim_seg **segs)
+{
+    if (segs) *segs = o->segs;
+    return o->nsegs;
+}
+
+size_t optim_sgd_size(const optim_sgd *o) { return o->n; }
+const optim_sgd_cfg *optim_sgd_config(const optim_sgd *o) { return &o->cfg; }
 
 float *optim_sgd_momentum(optim_sgd *o) { return o->u; }
 double optim_sgd_prev_lr(const optim_sgd *o) { return o->prev_lr; }
