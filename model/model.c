@@ -3,7 +3,8 @@
  * BN-state buffers on the host, initialises them the paper's way, and checks the caller's
  * inputs before a step.
  * With the CUDA backend the host buffers are mirrors of the device's: `host_stale_*` says the
- * device changed a buffer since it was last copied back (a step writes grads and state),
+ * device changed a buffer since it was last copied back (a step writes grads and state, an
+ * SGD step params and momentum; the momentum's host mirror is the bound optimizer's buffer),
  * `dev_stale_*` says the host view was handed out (and may have been written) since it was
  * last copied to the device. Views copy back lazily; steps copy in what is stale first.
  */
@@ -30,9 +31,11 @@ struct model_net {
     model_cuda_net *cu;          /* CUDA backend */
 #endif
     model_precision prec;
-    int dev_stale_params, dev_stale_grads, dev_stale_state;
-    int host_stale_grads, host_stale_state;
-    float *params, *grads, *state;
+    int dev_stale_params, dev_stale_grads, dev_stale_state, dev_stale_mom;
+    int host_stale_params, host_stale_grads, host_stale_state, host_stale_mom;
+    float *params, *grads, *state;  /* CUDA: grads is the executor's pinned mirror */
+    optim_sgd *opt;              /* CUDA: the optimizer whose momentum lives on the device */
+    int grad_host;               /* model_set_grad_host */
     int min_bn_rows;             /* smallest h*w of any BN input: BN training needs n*h*w >= 2 */
     model_grad_ready_fn ready;
     void *ready_arg;
@@ -47,7 +50,7 @@ void model_net_destroy(model_net *m)
 #endif
     model_graph_destroy(m->g);
     free(m->params);
-    free(m->grads);
+    if (m->cfg.backend == MODEL_BACKEND_CPU) free(m->grads);
     free(m->state);
     free(m);
 }
@@ -106,7 +109,11 @@ ih_err model_net_create_full(model_net **out, const model_cfg *cfg, int base_wid
                                           m->cfg.bn_eps, prec), err, fail);
 #endif
     m->params = calloc(m->g->nparams, sizeof(float));
-    m->grads = calloc(m->g->nparams, sizeof(float));
+#if IH_WITH_CUDA
+    if (m->cu) m->grads = model_cuda_host_grads(m->cu);
+    else
+#endif
+        m->grads = calloc(m->g->nparams, sizeof(float));
     m->state = calloc(m->g->nstate + 1, sizeof(float));
     if (!m->params || !m->grads || !m->state) {
         err = ih_fail(IH_E_SYS, "model %s: out of memory for %zu parameters", cfg->arch,
@@ -209,7 +216,7 @@ void model_init_params(model_net *m, uint64_t seed)
             }
         }
     m->dev_stale_params = m->dev_stale_state = 1;
-    m->host_stale_state = 0;
+    m->host_stale_params = m->host_stale_state = 0;
 }
 
 #if IH_WITH_CUDA
@@ -233,14 +240,18 @@ static ih_err push(model_net *m)
     if (m->dev_stale_params) IH_TRY(model_cuda_put_params(m->cu, m->params));
     if (m->dev_stale_grads) IH_TRY(model_cuda_put_grads(m->cu, m->grads));
     if (m->dev_stale_state) IH_TRY(model_cuda_put_state(m->cu, m->state));
-    m->dev_stale_params = m->dev_stale_grads = m->dev_stale_state = 0;
+    if (m->opt && m->dev_stale_mom) IH_TRY(model_cuda_put_momentum(m->cu, optim_sgd_momentum(m->opt)));
+    m->dev_stale_params = m->dev_stale_grads = m->dev_stale_state = m->dev_stale_mom = 0;
     return IH_OK;
 }
 #endif
 
 float *model_params(model_net *m)
 {
-    m->dev_stale_params = 1; /* the device never changes parameters: nothing to pull */
+#if IH_WITH_CUDA
+    pull(m, &m->host_stale_params, &m->dev_stale_params, model_cuda_get_params, m->params, "parameters");
+#endif
+    m->dev_stale_params = 1;
     return m->params;
 }
 
@@ -272,20 +283,74 @@ size_t model_param_segments(const model_net *m, const model_param_seg **segs)
 
 void model_zero_grads(model_net *m)
 {
-    memset(m->grads, 0, m->g->nparams * sizeof(float));
 #if IH_WITH_CUDA
-    if (m->cu) {
+    if (m->cu) { /* on the device only: the host mirror is fetched if someone asks */
         ih_err e = model_cuda_zero_grads(m->cu);
         IH_ASSERT(e == IH_OK, "model: zeroing the GPU gradients failed: %s", ih_last_error());
-        m->dev_stale_grads = m->host_stale_grads = 0;
+        m->dev_stale_grads = 0;
+        m->host_stale_grads = 1;
+        return;
     }
 #endif
+    memset(m->grads, 0, m->g->nparams * sizeof(float));
 }
 
 void model_set_grad_ready(model_net *m, model_grad_ready_fn fn, void *arg)
 {
     m->ready = fn;
     m->ready_arg = arg;
+}
+
+void model_set_grad_host(model_net *m, int on) { m->grad_host = on != 0; }
+
+ih_err model_sgd_step(model_net *m, optim_sgd *o, double lr)
+{
+    if (optim_sgd_size(o) != m->g->nparams)
+        return ih_fail(IH_E_USAGE, "model %s: optimizer for %zu parameters, the model has %zu",
+                       m->cfg.arch, optim_sgd_size(o), m->g->nparams);
+#if IH_WITH_CUDA
+    if (m->cu) {
+        if (m->opt != o) { /* bind o: its momentum becomes the host mirror of the device's */
+            if (m->opt && m->host_stale_mom)
+                IH_TRY(model_cuda_get_momentum(m->cu, optim_sgd_momentum(m->opt)));
+            const optim_seg *segs;
+            size_t ns = optim_sgd_segments(o, &segs);
+            IH_TRY(model_cuda_sgd_setup(m->cu, segs, ns, optim_sgd_config(o)->weight_decay));
+            m->opt = o;
+            m->dev_stale_mom = 1;
+            m->host_stale_mom = 0;
+        }
+        IH_TRY(push(m)); /* gradients written on the host (allreduce), momentum, ... */
+        const optim_sgd_plan p = optim_sgd_plan_step(o, lr);
+        IH_TRY(model_cuda_sgd_step(m->cu, &p));
+        m->host_stale_params = m->host_stale_mom = 1;
+        return IH_OK;
+    }
+#endif
+    optim_sgd_step(o, m->params, m->grads, lr);
+    return IH_OK;
+}
+
+float *model_sgd_momentum(model_net *m, optim_sgd *o)
+{
+#if IH_WITH_CUDA
+    if (m->cu && m->opt == o)
+        pull(m, &m->host_stale_mom, &m->dev_stale_mom, model_cuda_get_momentum, optim_sgd_momentum(o),
+             "momentum");
+#else
+    (void)m;
+#endif
+    return optim_sgd_momentum(o);
+}
+
+ih_err model_sync(model_net *m)
+{
+#if IH_WITH_CUDA
+    if (m->cu) return model_cuda_sync(m->cu);
+#else
+    (void)m;
+#endif
+    return IH_OK;
 }
 
 static ih_err check_batch(const model_net *m, const void *images, int n)
@@ -315,17 +380,14 @@ ih_err model_train_step(model_net *m, const uint8_t *images, const int32_t *labe
 #if IH_WITH_CUDA
     if (m->cu) {
         IH_TRY(push(m));
-        IH_TRY(model_cuda_train_step(m->cu, images, labels, n, loss_scale, loss_sum, correct));
-        m->host_stale_grads = m->host_stale_state = 1;
-        if (m->ready) { /* not overlapped yet: after backward, in backward order */
-            IH_TRY(model_cuda_get_grads(m->cu, m->grads));
-            m->host_stale_grads = 0;
-            for (int i = m->g->nlayers - 1; i >= 0; i--) {
-                const model_layer *l = &m->g->layers[i];
-                if (l->op == MODEL_OP_CONV || l->op == MODEL_OP_BN || l->op == MODEL_OP_FC)
-                    m->ready(m->ready_arg, l->w_off);
-            }
-        }
+        const int to_host = m->ready && m->grad_host;
+        IH_TRY(model_cuda_train_step(m->cu, images, labels, n, loss_scale, loss_sum, correct,
+                                     m->ready, m->ready_arg, to_host));
+        m->host_stale_state = 1;
+        /* to_host: the whole host view now holds this step's gradients, handed to the callback's
+         * consumer, who may write it (an allreduce): it is the authoritative copy now */
+        m->host_stale_grads = !to_host;
+        m->dev_stale_grads = to_host;
         return IH_OK;
     }
 #endif

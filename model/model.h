@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "core/err.h"
+#include "optim/sgd.h" /* model_sgd_step: the model applies the optimizer on its own device */
 
 typedef struct model_net model_net;
 
@@ -64,10 +65,13 @@ void model_init_params(model_net *m, uint64_t seed);
 
 /* Host views of the flat buffers. On the CPU backend they ARE the buffers. On CUDA the
  * buffers live on the device and these are host mirrors kept coherent on demand: a call
- * copies the device buffer to the host if a step changed it since the last copy, and marks
- * the mirror as possibly written, so the next step first copies it back to the device. So:
- * fetch the pointer again after every step (as the trainer does: optimiser on host views),
- * and write through it only until the next model_* step/eval call. */
+ * copies the device buffer to the host if the device changed it since the last copy (a step
+ * writes grads and state, model_sgd_step writes params and momentum), and marks the mirror
+ * as possibly written, so the next device call first copies it back. So fetch the pointer
+ * again after every step, and write through it only until the next model_* call that runs on
+ * the device. The trainer touches none of them per step on CUDA (model_sgd_step works on the
+ * device); checkpoints, broadcasts and tests do. The gradient mirror is pinned memory owned by
+ * the net, at a fixed address for its lifetime. */
 float *model_params(model_net *m);      /* host view of the flat parameters */
 float *model_grads(model_net *m);       /* host view of the flat gradients */
 size_t model_num_params(const model_net *m);
@@ -99,10 +103,44 @@ model_precision model_net_precision(const model_net *m);
  * called on the stepping thread with grads[offset, model_num_params) final for this step;
  * offsets strictly decrease within a step and the last call has offset 0. fn must not call
  * back into the model and should not block for long. fn == NULL disables it (default).
- * CUDA backend: not yet overlapped; the calls come after backward has finished and the
- * gradients have been copied to the host view, in the same order. */
+ * CUDA backend: the step runs asynchronously and the calls come as the device gets there
+ * (each layer's gradients are followed by a recorded event; the stepping thread waits for the
+ * events in order and calls fn after each), overlapped with the rest of backward. What
+ * "final" means depends on model_set_grad_host:
+ *   off (default): final in device memory; the host view is NOT updated (progress only:
+ *     timing, or a consumer that works on the device);
+ *   on: the newly completed range [offset, previous offset) has also been copied into the
+ *     host gradient view (pinned; an async copy on a copy stream, ordered after the kernels
+ *     that produced it) before fn is called, so fn may hand that host range to another
+ *     thread (dp.c's allreduce), which may read AND write it. After such a step the host
+ *     view is the authoritative copy: model_sgd_step (or the next step) uploads it first.
+ * The copies, events and callbacks cover the whole buffer, so the host view is complete when
+ * model_train_step returns. On the CPU backend both settings are the same. */
 typedef void (*model_grad_ready_fn)(void *arg, size_t offset);
 void model_set_grad_ready(model_net *m, model_grad_ready_fn fn, void *arg);
+void model_set_grad_host(model_net *m, int on);
+
+/* One SGD step (optim/sgd.h: momentum in the paper's form, momentum correction, Nesterov,
+ * no weight decay on o's no_decay segments) of the parameters from the gradients, on the
+ * device that holds them. CPU: exactly optim_sgd_step(o, params, grads, lr). CUDA: one fused
+ * kernel over the flat buffers running optim_sgd_elem (optim/sgd_elem.h, the CPU's arithmetic
+ * to the bit), which also refreshes the bf16 weight copy (and the padded stem weights); the
+ * momentum lives on the device and o's buffer becomes its host mirror (model_sgd_momentum).
+ * Gradients written through the host view (an allreduce) are uploaded first. Queued
+ * asynchronously on CUDA (model_sync waits). The first call binds o to m (allocates the device
+ * momentum and segment tiles, uploads o's momentum); o must outlive m's use of it. Errors:
+ * IH_E_USAGE when o's size is not model_num_params, IH_E_CUDA. One thread, the stepping one. */
+ih_err model_sgd_step(model_net *m, optim_sgd *o, double lr);
+
+/* Host view of o's momentum buffer, coherent with the device (the on-demand mirror of the
+ * parameters: fetched from the device if a model_sgd_step changed it, and uploaded before the
+ * next step because the caller may write it). Use this, not optim_sgd_momentum, for
+ * checkpoints and broadcasts. CPU: optim_sgd_momentum(o). Aborts if a device copy fails. */
+float *model_sgd_momentum(model_net *m, optim_sgd *o);
+
+/* Waits until the work queued on the device (a model_sgd_step) is done; IH_OK at once on the
+ * CPU. For timing. */
+ih_err model_sync(model_net *m);
 
 /* Inference with running BN statistics: writes n*num_classes logits. */
 ih_err model_eval_logits(model_net *m, const uint8_t *images, int n, float *logits);

@@ -17,6 +17,8 @@
  *   exposed_comm_frac  exposed / step
  *   scaling efficiency total img/s / (k * one-worker compute-only img/s)
  * "H2D / input prep" is 0 on the CPU backend: normalisation happens inside forward.
+ * CUDA: forward and backward are measured at the host's grad-ready callbacks, which follow the
+ * device (model.h), and the optimizer phase waits for the device's SGD kernel.
  * --trace FILE writes rank 0's measured steps as Chrome trace events (chrome://tracing,
  * Perfetto): one track for compute (data, forward, backward, optimizer), one for the comm
  * thread with one slice per bucket (its parameter range in the args).
@@ -144,7 +146,8 @@ ih_err mode_profile(ih_cfg *cfg, comm_ctx *comm)
         e = dp_step(S.dp, b.images, b.labels, cfg->batch, S.V, S.loss_scale, 0, 0, &st, &tm);
         pipe_loader_release(S.train, &b);
         if (e) goto out;
-        optim_sgd_step(S.opt, model_params(S.m), model_grads(S.m), optim_sched_lr(&S.sched, iter++));
+        IH_TRY_GOTO(session_sgd_step(&S, optim_sched_lr(&S.sched, iter++)), e, out);
+        IH_TRY_GOTO(model_sync(S.m), e, out); /* the device's SGD counts as "optimizer" */
         const double t2 = ih_now_s();
         if (i < 0) continue;
         ph[PH_DATA * P + i] = t1 - t0;

@@ -149,7 +149,7 @@ ih_err mode_train(ih_cfg *cfg, comm_ctx *comm)
                             "lower --base-lr or lengthen --warmup-epochs", st.loss_sum, (long long)epoch, (long long)iter, lr);
                 goto fail;
             }
-            optim_sgd_step(S.opt, model_params(S.m), model_grads(S.m), lr);
+            IH_TRY_GOTO(session_sgd_step(&S, lr), e, fail);
             t_exposed += tm.t_comm_end - tm.t_bwd_end;
             iter++;
             b_idx++;

@@ -59,7 +59,7 @@ static ih_err resume_rank0(session *s, resume_info *ri)
                 rp, cm.world * cm.accumulate * cm.batch, cm.world, cm.accumulate, cm.batch, s->world * s->V * cfg->batch);
     if (cm.n_momentum != model_num_params(s->m))
         return ih_fail(IH_E_DATA, "checkpoint %s has no optimizer state; it cannot be resumed", rp);
-    IH_TRY(ckpt_load(rp, &cm, model_params(s->m), model_state(s->m), optim_sgd_momentum(s->opt)));
+    IH_TRY(ckpt_load(rp, &cm, model_params(s->m), model_state(s->m), model_sgd_momentum(s->m, s->opt)));
     ri->resumed = 1;
     ri->meta = cm;
     ih_print0("resumed from %s: epoch %lld, batch %lld, iteration %lld\n", rp, (long long)cm.epoch,
@@ -133,6 +133,10 @@ ih_err session_open(session *s, ih_cfg *cfg, comm_ctx *comm)
                     .first_bucket_mb = cfg->first_bucket_mb, .bucket_mb = cfg->bucket_mb, .algo = algo,
                     .record_trace = cfg->mode == IH_MODE_PROFILE};
     IH_TRY(dp_create(&s->dp, comm, s->m, &dopt));
+    /* With k > 1 the allreduce runs on host memory: the CUDA backend copies each layer's
+     * gradients to the host as backward completes them (model_set_grad_host); with one worker
+     * they stay on the device, where session_sgd_step uses them. */
+    model_set_grad_host(s->m, s->world > 1);
 
     s->ipe = pipe_loader_batches_per_epoch(s->train);
     s->loss_scale = 1.0f / (float)((int64_t)cfg->batch * s->world * s->V);
@@ -161,7 +165,7 @@ ih_err session_open(session *s, ih_cfg *cfg, comm_ctx *comm)
         if (ri.resumed) prev = ri.meta.prev_lr;
         IH_TRY(dp_broadcast(s->dp, model_params(s->m), model_num_params(s->m) * sizeof(float), 0));
         IH_TRY(dp_broadcast(s->dp, model_state(s->m), model_num_state(s->m) * sizeof(float), 0));
-        IH_TRY(dp_broadcast(s->dp, optim_sgd_momentum(s->opt), model_num_params(s->m) * sizeof(float), 0));
+        IH_TRY(dp_broadcast(s->dp, model_sgd_momentum(s->m, s->opt), model_num_params(s->m) * sizeof(float), 0));
         IH_TRY(dp_broadcast(s->dp, &prev, sizeof prev, 0));
         if (ri.resumed) optim_sgd_set_prev_lr(s->opt, prev);
     } else if (re) {
@@ -188,6 +192,11 @@ void session_close(session *s)
     memset(s, 0, sizeof *s);
 }
 
+ih_err session_sgd_step(session *s, double lr)
+{
+    return model_sgd_step(s->m, s->opt, lr);
+}
+
 ih_err session_sync_bn(session *s)
 {
     if (s->world == 1) return IH_OK;
@@ -209,7 +218,7 @@ ih_err session_checkpoint(session *s, int64_t epoch, int64_t batch_in_epoch, int
                     .n_momentum = model_num_params(s->m), .world = s->world, .accumulate = s->V,
                     .batch = s->cfg->batch};
     snprintf(cm.arch, sizeof cm.arch, "%s", s->cfg->arch);
-    IH_TRY(ckpt_save(s->ckpt_path, &cm, model_params(s->m), model_state(s->m), optim_sgd_momentum(s->opt)));
+    IH_TRY(ckpt_save(s->ckpt_path, &cm, model_params(s->m), model_state(s->m), model_sgd_momentum(s->m, s->opt)));
     char st[1100];
     snprintf(st, sizeof st, "%s/model.safetensors", s->cfg->out_dir);
     IH_TRY(export_safetensors(s->m, st));

@@ -9,7 +9,8 @@
  * dropped each epoch (a different part each epoch, since the permutation changes).
  *
  * Initial weights: every rank initialises from the same seed, and rank 0's parameters, BN
- * state, momentum and previous lr are then broadcast, so a run is consistent even if the init
+ * state, momentum (model_sgd_momentum: the host view of the device's on CUDA) and previous lr
+ * are then broadcast, so a run is consistent even if the init
  * or the checkpoint read differed (resume reads the checkpoint on rank 0 only: no shared file
  * system needed).
  *
@@ -49,6 +50,11 @@ typedef struct {
 
 ih_err session_open(session *s, ih_cfg *cfg, comm_ctx *comm);
 void session_close(session *s);
+
+/* The SGD step on the aggregated gradients, where the parameters live (model_sgd_step: on
+ * CUDA a fused kernel, no host copy of parameters or gradients with one worker). Queued, not
+ * waited for, on CUDA. */
+ih_err session_sgd_step(session *s, double lr);
 
 /* Collective: averages the BN running statistics over the workers. */
 ih_err session_sync_bn(session *s);

@@ -1,6 +1,7 @@
 /* model/cuda/kernels.cuh — the small CUDA kernels of the CUDA executor (net.cu): BatchNorm
  * (statistics, apply, backward), ReLU, residual add, max/average pooling, FC bias, softmax
- * cross-entropy and the fp32<->bf16 parameter/gradient conversions. Internal to net.cu.
+ * cross-entropy, the fp32<->bf16 parameter/gradient conversions and the fused SGD step.
+ * Internal to net.cu.
  *
  * Layout NHWC: a tensor is m = n*h*w rows of c contiguous channels. Elementwise kernels give
  * each thread V consecutive elements (one 16/32-byte vector when V = 8 and c % 8 == 0, else
@@ -18,6 +19,8 @@
 
 #include <cuda_bf16.h>
 #include <stdint.h>
+
+#include "optim/sgd_elem.h"
 
 typedef __nv_bfloat16 bf16;
 
@@ -504,6 +507,33 @@ __global__ void f32_to_bf16_k(const float *a, bf16 *b, size_t len)
 __global__ void add_bf16_to_f32_k(const bf16 *a, float *b, size_t len)
 {
     GRID_STRIDE(i, len, 1) b[i] += __bfloat162float(a[i]);
+}
+
+/* ---- SGD (optim/sgd.h) on the flat buffers ---- */
+
+/* A tile: at most SGD_TILE consecutive parameters inside one optimizer segment, so one
+ * block applies one weight decay (0 on no_decay segments). Built once by sgd_setup. */
+enum { SGD_TILE = 4096 };
+typedef struct {
+    size_t off;
+    unsigned cnt;
+    float wd;
+} sgd_tile;
+
+/* One block per tile: w, u updated by optim_sgd_elem (the CPU's arithmetic, bit for bit), and
+ * the bf16 copy of w rewritten in the same pass when w16 is not NULL. */
+__global__ void sgd_k(float *w, const float *g, float *u, bf16 *w16, const sgd_tile *tiles,
+                      optim_sgd_plan p)
+{
+    const sgd_tile t = tiles[blockIdx.x];
+    for (unsigned i = threadIdx.x; i < t.cnt; i += blockDim.x) {
+        const size_t j = t.off + i;
+        float uj = u[j];
+        const float wj = optim_sgd_elem(w[j], g[j], &uj, p.u_scale, p.momentum, p.lr, t.wd, p.nesterov);
+        u[j] = uj;
+        w[j] = wj;
+        if (w16) w16[j] = __float2bfloat16(wj);
+    }
 }
 
 #endif

@@ -13,9 +13,20 @@
  * padded to 16 bytes (4 fp32 or 8 bf16; cuDNN 9 has no NHWC kernel for 3 fp32 channels), and
  * the stem conv reads a padded copy of its weights and writes a padded weight gradient that
  * is folded back; a conv's output has its input's type; BN writes the compute type; pooled
- * features and logits are fp32. bf16 convs read a bf16 copy of the master weights (made when parameters are put) and
- * write weight gradients to a bf16 scratch with the same offsets, added into the fp32
- * gradients once per step; fp32 convs, BN and FC use and accumulate the fp32 buffers directly.
+ * features and logits are fp32. bf16 convs read a bf16 copy of the master weights (made when
+ * parameters are put, and rewritten by the SGD kernel) and write weight gradients to a bf16
+ * scratch with the same offsets, added into the fp32 gradients right after each conv (so a
+ * layer's range is final at its grad-ready point); fp32 convs, BN and FC use and accumulate
+ * the fp32 buffers directly.
+ * Gradient hand-over (model.h, model_set_grad_ready/_host): after each parameter layer the
+ * step records an event; in the host variant it first forks a copy stream that copies the
+ * layer's range into a pinned host mirror. Both are recorded INSIDE the captured graph (the
+ * copies as memcpy nodes on a forked branch, the events as external event-record nodes that
+ * the host can wait on after cudaGraphLaunch), because running the copies outside the graph
+ * would mean splitting the step into one graph per bucket or launching it eagerly, which
+ * costs the host launch time the graph exists to save. One graph per variant.
+ * SGD: sgd_k applies optim_sgd_elem (optim/sgd_elem.h) per element over a tile table (tiles
+ * inside one optimizer segment, each with its weight decay), momentum on the device.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -72,9 +83,23 @@ struct model_cuda_net {
     int32_t *h_lab;                /* pinned staging for labels */
     cudaStream_t cs;               /* input copies, overlapped with the previous step */
     cudaEvent_t copied, landed_free; /* input landed on the device; landing buffer reusable */
-    cudaGraphExec_t graph;         /* the captured training step for graph_n / graph_scale */
-    int graph_n, graph_off;
-    double graph_scale;
+    /* the captured training step per variant (0: events only, 1: with host gradient copies),
+     * each for its graph_n / graph_scale */
+    cudaGraphExec_t graph[2];
+    int graph_n[2], graph_off, capturing;
+    double graph_scale[2];
+    /* grad-ready points: one per parameter layer, in backward order; point j covers
+     * grads[pt_off[j], pt_hi[j]) and completes with event pt_ev[variant][j] */
+    int npts;
+    int *layer_pt;                 /* per layer: its point, or -1 */
+    size_t *pt_off, *pt_hi;
+    cudaEvent_t *pt_ev[2];
+    cudaStream_t gs;               /* gradient copies to the host (joins the captured step) */
+    cudaEvent_t gfork, gjoin;
+    float *h_grads;                /* pinned host gradient mirror */
+    float *mom;                    /* device momentum (sgd_setup) */
+    sgd_tile *tiles;               /* device tile table (sgd_setup) */
+    unsigned ntiles;
     void *blas_ws;
     double *d_loss, *h_loss;
     int *d_hit, *h_hit;
@@ -556,10 +581,23 @@ void model_cuda_net_destroy(net *e)
     void *bufs[] = {e->wpad,   e->dwpad,  e->params, e->grads,  e->state,   e->params16, e->wgrad16, e->arena,
                     e->aux,    e->partial, e->argmax, e->ws,       e->d_img,   e->d_lab,
                     e->d_img_in, e->d_lab_in, e->blas_ws,
-                    e->d_loss, e->d_hit};
+                    e->d_loss, e->d_hit, e->mom, e->tiles};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) cudaFree(bufs[i]);
-    if (e->graph) cudaGraphExecDestroy(e->graph);
+    for (int v = 0; v < 2; v++) {
+        if (e->graph[v]) cudaGraphExecDestroy(e->graph[v]);
+        if (e->pt_ev[v])
+            for (int j = 0; j < e->npts; j++)
+                if (e->pt_ev[v][j]) cudaEventDestroy(e->pt_ev[v][j]);
+        free(e->pt_ev[v]);
+    }
+    if (e->gfork) cudaEventDestroy(e->gfork);
+    if (e->gjoin) cudaEventDestroy(e->gjoin);
+    if (e->gs) cudaStreamDestroy(e->gs);
+    if (e->h_grads) cudaFreeHost(e->h_grads);
+    free(e->layer_pt);
+    free(e->pt_off);
+    free(e->pt_hi);
     if (e->h_img) cudaFreeHost(e->h_img);
     if (e->h_lab) cudaFreeHost(e->h_lab);
     if (e->copied) cudaEventDestroy(e->copied);
@@ -578,6 +616,48 @@ void model_cuda_net_destroy(net *e)
     free(e->h_loss);
     free(e->h_hit);
     free(e);
+}
+
+/* The grad-ready points (model.h's contract): one per layer with parameters, in backward
+ * order, each covering its layer's parameters up to the previous point's start. Offsets must
+ * strictly decrease and end at 0, as the CPU executor reports them. Events for both variants,
+ * the copy stream and its fork/join events. */
+static ih_err ready_points(net *e)
+{
+    const model_graph *g = e->g;
+    int nl = g->nlayers;
+    e->layer_pt = (int *)malloc((size_t)nl * sizeof(int));
+    e->pt_off = (size_t *)calloc((size_t)nl + 1, sizeof(size_t));
+    e->pt_hi = (size_t *)calloc((size_t)nl + 1, sizeof(size_t));
+    e->pt_ev[0] = (cudaEvent_t *)calloc((size_t)nl + 1, sizeof(cudaEvent_t));
+    e->pt_ev[1] = (cudaEvent_t *)calloc((size_t)nl + 1, sizeof(cudaEvent_t));
+    if (!e->layer_pt || !e->pt_off || !e->pt_hi || !e->pt_ev[0] || !e->pt_ev[1])
+        return ih_fail(IH_E_SYS, "model cuda: out of host memory");
+    size_t hi = g->nparams;
+    for (int i = nl - 1; i >= 0; i--) {
+        const model_layer *l = &g->layers[i];
+        e->layer_pt[i] = -1;
+        if (l->op != MODEL_OP_CONV && l->op != MODEL_OP_BN && l->op != MODEL_OP_FC) continue;
+        if (l->w_off >= hi)
+            return ih_fail(IH_E_INTERNAL, "model cuda: layer %d's parameters at %zu do not precede "
+                           "those of the layers after it (%zu): backward would not complete the "
+                           "gradient buffer from its end", i, l->w_off, hi);
+        int j = e->npts++;
+        e->layer_pt[i] = j;
+        e->pt_off[j] = l->w_off;
+        e->pt_hi[j] = hi;
+        hi = l->w_off;
+    }
+    if (e->npts == 0 || hi != 0)
+        return ih_fail(IH_E_INTERNAL, "model cuda: the parameter layers cover [%zu, %zu), not the "
+                       "whole gradient buffer", hi, g->nparams);
+    for (int v = 0; v < 2; v++)
+        for (int j = 0; j < e->npts; j++)
+            IH_CUDA(cudaEventCreateWithFlags(&e->pt_ev[v][j], cudaEventDisableTiming));
+    IH_CUDA(cudaStreamCreateWithFlags(&e->gs, cudaStreamNonBlocking));
+    IH_CUDA(cudaEventCreateWithFlags(&e->gfork, cudaEventDisableTiming));
+    IH_CUDA(cudaEventCreateWithFlags(&e->gjoin, cudaEventDisableTiming));
+    return IH_OK;
 }
 
 static ih_err create_inner(net *e)
@@ -680,6 +760,9 @@ static ih_err create_inner(net *e)
     IH_CUDA(cudaMalloc((void **)&e->grads, (np + 1) * sizeof(float)));
     IH_CUDA(cudaMalloc((void **)&e->state, (ns + 1) * sizeof(float)));
     IH_CUDA(cudaMemset(e->grads, 0, (np + 1) * sizeof(float)));
+    IH_CUDA(cudaHostAlloc((void **)&e->h_grads, (np + 1) * sizeof(float), cudaHostAllocDefault));
+    memset(e->h_grads, 0, (np + 1) * sizeof(float));
+    IH_TRY(ready_points(e));
     if (e->prec == MODEL_PREC_BF16) {
         IH_CUDA(cudaMalloc((void **)&e->params16, (np + 1) * sizeof(bf16)));
         IH_CUDA(cudaMalloc((void **)&e->wgrad16, (np + 1) * sizeof(bf16)));
@@ -762,14 +845,10 @@ ih_err model_cuda_net_create(net **out, const model_graph *g, int max_batch, dou
 
 /* ---- host copies ---- */
 
-ih_err model_cuda_put_params(net *e, const float *params)
+/* The padded copy of the stem conv's weights that the stem reads (file header), from the fp32
+ * master weights. Queued on s. */
+static ih_err pad_stem(net *e)
 {
-    size_t np = e->g->nparams;
-    IH_CUDA(cudaMemcpyAsync(e->params, params, np * sizeof(float), cudaMemcpyHostToDevice, e->s));
-    if (e->params16) {
-        f32_to_bf16_k<<<grid_for(e, np, 256), 256, 0, e->s>>>(e->params, e->params16, np);
-        IH_CUDA_LAUNCHED("f32_to_bf16_k");
-    }
     for (int i = 0; i < e->g->nlayers; i++) {
         const model_layer *l = &e->g->layers[i];
         if (l->op != MODEL_OP_CONV || l->in[0] != 0) continue;
@@ -782,6 +861,84 @@ ih_err model_cuda_put_params(net *e, const float *params)
                 e->params + l->w_off, (float *)e->wpad, rows, 3, e->cpad);
         IH_CUDA_LAUNCHED("pad_weights_k");
     }
+    return IH_OK;
+}
+
+ih_err model_cuda_put_params(net *e, const float *params)
+{
+    size_t np = e->g->nparams;
+    IH_CUDA(cudaMemcpyAsync(e->params, params, np * sizeof(float), cudaMemcpyHostToDevice, e->s));
+    if (e->params16) {
+        f32_to_bf16_k<<<grid_for(e, np, 256), 256, 0, e->s>>>(e->params, e->params16, np);
+        IH_CUDA_LAUNCHED("f32_to_bf16_k");
+    }
+    IH_TRY(pad_stem(e));
+    IH_CUDA(cudaStreamSynchronize(e->s));
+    return IH_OK;
+}
+
+ih_err model_cuda_get_params(net *e, float *params)
+{
+    IH_CUDA(cudaMemcpyAsync(params, e->params, e->g->nparams * sizeof(float), cudaMemcpyDeviceToHost, e->s));
+    IH_CUDA(cudaStreamSynchronize(e->s));
+    return IH_OK;
+}
+
+float *model_cuda_host_grads(net *e) { return e->h_grads; }
+
+/* ---- SGD on the device ---- */
+
+ih_err model_cuda_sgd_setup(net *e, const optim_seg *segs, size_t nsegs, float weight_decay)
+{
+    size_t nt = 0;
+    for (size_t i = 0; i < nsegs; i++) nt += (segs[i].count + SGD_TILE - 1) / SGD_TILE;
+    if (nt == 0 || nt > 0x7fffffffu)
+        return ih_fail(IH_E_INTERNAL, "model cuda: %zu SGD tiles for %zu segments", nt, nsegs);
+    sgd_tile *t = (sgd_tile *)malloc(nt * sizeof *t);
+    if (!t) return ih_fail(IH_E_SYS, "model cuda: out of memory (SGD tiles)");
+    size_t k = 0;
+    for (size_t i = 0; i < nsegs; i++)
+        for (size_t o = 0; o < segs[i].count; o += SGD_TILE) {
+            size_t c = segs[i].count - o;
+            sgd_tile tl = {segs[i].offset + o, (unsigned)(c < SGD_TILE ? c : SGD_TILE),
+                           segs[i].no_decay ? 0.0f : weight_decay};
+            t[k++] = tl;
+        }
+    ih_err err = IH_OK;
+    if (e->tiles) IH_CUDA_GOTO(cudaFree(e->tiles), err, out);
+    e->tiles = NULL;
+    IH_CUDA_GOTO(cudaMalloc((void **)&e->tiles, nt * sizeof *t), err, out);
+    IH_CUDA_GOTO(cudaMemcpy(e->tiles, t, nt * sizeof *t, cudaMemcpyHostToDevice), err, out);
+    e->ntiles = (unsigned)nt;
+    if (!e->mom) {
+        IH_CUDA_GOTO(cudaMalloc((void **)&e->mom, (e->g->nparams + 1) * sizeof(float)), err, out);
+        IH_CUDA_GOTO(cudaMemset(e->mom, 0, (e->g->nparams + 1) * sizeof(float)), err, out);
+    }
+out:
+    free(t);
+    return err;
+}
+
+ih_err model_cuda_sgd_step(net *e, const optim_sgd_plan *p)
+{
+    if (!e->mom || !e->tiles) return ih_fail(IH_E_INTERNAL, "model cuda: SGD step before sgd_setup");
+    sgd_k<<<e->ntiles, 256, 0, e->s>>>(e->params, e->grads, e->mom, e->params16, e->tiles, *p);
+    IH_CUDA_LAUNCHED("sgd_k");
+    return pad_stem(e);
+}
+
+ih_err model_cuda_put_momentum(net *e, const float *u)
+{
+    if (!e->mom) return ih_fail(IH_E_INTERNAL, "model cuda: momentum before sgd_setup");
+    IH_CUDA(cudaMemcpyAsync(e->mom, u, e->g->nparams * sizeof(float), cudaMemcpyHostToDevice, e->s));
+    IH_CUDA(cudaStreamSynchronize(e->s));
+    return IH_OK;
+}
+
+ih_err model_cuda_get_momentum(net *e, float *u)
+{
+    if (!e->mom) return ih_fail(IH_E_INTERNAL, "model cuda: momentum before sgd_setup");
+    IH_CUDA(cudaMemcpyAsync(u, e->mom, e->g->nparams * sizeof(float), cudaMemcpyDeviceToHost, e->s));
     IH_CUDA(cudaStreamSynchronize(e->s));
     return IH_OK;
 }
@@ -924,7 +1081,30 @@ static ih_err forward(net *e, int n, int train)
     return IH_OK;
 }
 
-static ih_err backward(net *e, int n)
+/* Grad-ready point j (file header of net.h): the kernels producing grads[pt_off[j], pt_hi[j])
+ * are queued on s. Variant 0 records the point's event on s. Variant 1 forks the copy stream
+ * off s, copies the range into the pinned host mirror there and records the event after the
+ * copy, so backward goes on while the copy runs; step_body joins gs back into s at the end.
+ * While capturing, the events are recorded as "external" event-record nodes, which each
+ * launch of the graph records, so the host can wait for them (cudaEventSynchronize after
+ * cudaGraphLaunch); eagerly they are plain records. */
+static ih_err mark_ready(net *e, int j, int to_host)
+{
+    const unsigned fl = e->capturing ? cudaEventRecordExternal : cudaEventRecordDefault;
+    if (!to_host) {
+        IH_CUDA(cudaEventRecordWithFlags(e->pt_ev[0][j], e->s, fl));
+        return IH_OK;
+    }
+    const size_t lo = e->pt_off[j], hi = e->pt_hi[j];
+    IH_CUDA(cudaEventRecord(e->gfork, e->s));
+    IH_CUDA(cudaStreamWaitEvent(e->gs, e->gfork, 0));
+    IH_CUDA(cudaMemcpyAsync(e->h_grads + lo, e->grads + lo, (hi - lo) * sizeof(float),
+                            cudaMemcpyDeviceToHost, e->gs));
+    IH_CUDA(cudaEventRecordWithFlags(e->pt_ev[1][j], e->gs, fl));
+    return IH_OK;
+}
+
+static ih_err backward(net *e, int n, int to_host)
 {
     const model_graph *g = e->g;
     static const float one = 1.0f, zero = 0.0f;
@@ -954,6 +1134,13 @@ static ih_err backward(net *e, int n)
                     unpad_add_k<float><<<grid_for(e, rows * 3, 256), 256, 0, e->s>>>(
                         (const float *)e->dwpad, e->grads + l->w_off, rows, 3, e->cpad);
                 IH_CUDA_LAUNCHED("unpad_add_k");
+            } else if (b16) {
+                /* this layer's bf16 weight gradient into the fp32 gradients now, so its
+                 * range is final at its grad-ready point */
+                size_t cnt = (size_t)l->k * l->r * l->s * xs->c;
+                add_bf16_to_f32_k<<<grid_for(e, cnt, 256), 256, 0, e->s>>>(e->wgrad16 + l->w_off,
+                                                                          e->grads + l->w_off, cnt);
+                IH_CUDA_LAUNCHED("add_bf16_to_f32_k");
             }
             if (l->accum[0] >= 0) {
                 const void *w = b16 ? (const void *)(e->params16 + l->w_off)
@@ -986,17 +1173,14 @@ static ih_err backward(net *e, int n)
         }
         case MODEL_OP_ADD: IH_TRY(DISPATCH1(tx, add_t, e, l, len, 1)); break;
         }
-    }
-    if (e->wgrad16) {
-        size_t np = g->nparams;
-        add_bf16_to_f32_k<<<grid_for(e, np, 256), 256, 0, e->s>>>(e->wgrad16, e->grads, np);
-        IH_CUDA_LAUNCHED("add_bf16_to_f32_k");
+        if (e->layer_pt[i] >= 0) IH_TRY(mark_ready(e, e->layer_pt[i], to_host));
     }
     return IH_OK;
 }
 
-/* Forward, loss and backward from d_img/d_lab: the part of a step that is captured. */
-static ih_err step_body(net *e, int n, double loss_scale)
+/* Forward, loss and backward from d_img/d_lab: the part of a step that is captured; with
+ * to_host also the per-layer gradient copies, their stream joined back into s at the end. */
+static ih_err step_body(net *e, int n, double loss_scale, int to_host)
 {
     const model_graph *g = e->g;
     IH_TRY(forward(e, n, 1));
@@ -1004,27 +1188,36 @@ static ih_err step_body(net *e, int n, double loss_scale)
     softmax_ce_k<<<n, 32, 0, e->s>>>((const float *)e->val[lt], e->d_lab, g->num_classes, loss_scale,
                                      (float *)e->grad[lt], e->d_loss, e->d_hit);
     IH_CUDA_LAUNCHED("softmax_ce_k");
-    return backward(e, n);
+    IH_TRY(backward(e, n, to_host));
+    if (to_host) {
+        IH_CUDA(cudaEventRecord(e->gjoin, e->gs));
+        IH_CUDA(cudaStreamWaitEvent(e->s, e->gjoin, 0));
+    }
+    return IH_OK;
 }
 
-/* CUDA graph of step_body for (n, loss_scale), captured on first use and replayed: a
- * ResNet-50 step is ~700 launches, whose host cost (cuDNN's especially) bounds small
- * batches. A failed capture is reported once and the executor stays eager (IH_CUDA_GRAPH=0
- * asks for eager from the start). */
-static ih_err run_step(net *e, int n, double loss_scale)
+/* CUDA graph of step_body for (n, loss_scale), one per variant (to_host or not: the copies
+ * are nodes of the graph, so the per-layer copies cost no host launches), captured on first
+ * use and replayed: a ResNet-50 step is ~700 launches, whose host cost (cuDNN's especially)
+ * bounds small batches. A failed capture is reported once and the executor stays eager
+ * (IH_CUDA_GRAPH=0 asks for eager from the start). */
+static ih_err run_step(net *e, int n, double loss_scale, int to_host)
 {
-    if (e->graph_off) return step_body(e, n, loss_scale);
-    if (!e->graph || e->graph_n != n || e->graph_scale != loss_scale) {
-        if (e->graph) IH_CUDA(cudaGraphExecDestroy(e->graph));
-        e->graph = NULL;
+    const int v = to_host ? 1 : 0;
+    if (e->graph_off) return step_body(e, n, loss_scale, to_host);
+    if (!e->graph[v] || e->graph_n[v] != n || e->graph_scale[v] != loss_scale) {
+        if (e->graph[v]) IH_CUDA(cudaGraphExecDestroy(e->graph[v]));
+        e->graph[v] = NULL;
         IH_TRY(set_batch(e, n)); /* host-side descriptor work, before the capture */
         cudaGraph_t gr = NULL;
         IH_CUDA(cudaStreamBeginCapture(e->s, cudaStreamCaptureModeThreadLocal));
-        ih_err err = step_body(e, n, loss_scale);
+        e->capturing = 1;
+        ih_err err = step_body(e, n, loss_scale, to_host);
+        e->capturing = 0;
         cudaError_t ce = cudaStreamEndCapture(e->s, &gr);
         if (err == IH_OK && ce == cudaSuccess) {
-            ce = cudaGraphInstantiate(&e->graph, gr, 0);
-            if (ce != cudaSuccess) e->graph = NULL;
+            ce = cudaGraphInstantiate(&e->graph[v], gr, 0);
+            if (ce != cudaSuccess) e->graph[v] = NULL;
         }
         if (gr) (void)cudaGraphDestroy(gr);
         if (err != IH_OK || ce != cudaSuccess) {
@@ -1032,24 +1225,35 @@ static ih_err run_step(net *e, int n, double loss_scale)
             IH_WARN("model cuda: capturing the training step as a CUDA graph failed (%s); running "
                     "it eagerly from now on", err != IH_OK ? ih_last_error() : cudaGetErrorString(ce));
             e->graph_off = 1;
-            e->graph = NULL;
-            return step_body(e, n, loss_scale);
+            for (int i = 0; i < 2; i++) {
+                if (e->graph[i]) (void)cudaGraphExecDestroy(e->graph[i]);
+                e->graph[i] = NULL;
+            }
+            return step_body(e, n, loss_scale, to_host);
         }
-        e->graph_n = n;
-        e->graph_scale = loss_scale;
+        e->graph_n[v] = n;
+        e->graph_scale[v] = loss_scale;
     }
-    IH_CUDA(cudaGraphLaunch(e->graph, e->s));
+    IH_CUDA(cudaGraphLaunch(e->graph[v], e->s));
     return IH_OK;
 }
 
 ih_err model_cuda_train_step(net *e, const uint8_t *images, const int32_t *labels, int n,
-                             double loss_scale, double *loss_sum, int *correct)
+                             double loss_scale, double *loss_sum, int *correct,
+                             model_grad_ready_fn fn, void *arg, int to_host)
 {
     int wait = 0;
+    const int want = loss_sum || correct;
     IH_TRY(put_input(e, images, labels, n, &wait));
-    IH_TRY(run_step(e, n, loss_scale));
+    IH_TRY(run_step(e, n, loss_scale, to_host));
     if (wait) IH_CUDA(cudaEventSynchronize(e->copied));
-    if (!loss_sum && !correct) return IH_OK;
+    if (fn)
+        for (int j = 0; j < e->npts; j++) {
+            IH_CUDA(cudaEventSynchronize(e->pt_ev[to_host ? 1 : 0][j]));
+            fn(arg, e->pt_off[j]);
+        }
+    if (!want) return IH_OK;
+    /* after the callbacks: h_loss/h_hit are pageable, so these copies block the thread */
     IH_CUDA(cudaMemcpyAsync(e->h_loss, e->d_loss, (size_t)n * sizeof(double), cudaMemcpyDeviceToHost, e->s));
     IH_CUDA(cudaMemcpyAsync(e->h_hit, e->d_hit, (size_t)n * sizeof(int), cudaMemcpyDeviceToHost, e->s));
     IH_CUDA(cudaStreamSynchronize(e->s));

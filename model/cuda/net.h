@@ -6,7 +6,8 @@
  * gradients and fp32 BN running state with the graph's offsets (the same flat layout as the
  * CPU backend), activations and activation gradients NHWC in the compute precision, cuDNN
  * workspace, and in bf16 mode a bf16 copy of the parameters and a bf16 scratch for conv
- * weight gradients. A step allocates nothing.
+ * weight gradients, a pinned host mirror of the gradients, and, from the first SGD step, the
+ * momentum and the SGD tile table. A step allocates nothing.
  * Precision: MODEL_PREC_FP32 computes everything in fp32 without TF32 (the exact mode the
  * tests compare against the CPU); MODEL_PREC_BF16 keeps activations and conv weights in bf16
  * on tensor cores with fp32 accumulation, fp32 BN statistics, fp32 FC/loss, fp32 master
@@ -22,6 +23,7 @@
 #include "core/err.h"
 #include "model/graph.h"
 #include "model/model.h"
+#include "optim/sgd.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -42,19 +44,41 @@ void model_cuda_net_destroy(model_cuda_net *e);
 ih_err model_cuda_put_params(model_cuda_net *e, const float *params);
 ih_err model_cuda_put_grads(model_cuda_net *e, const float *grads);
 ih_err model_cuda_put_state(model_cuda_net *e, const float *state);
+ih_err model_cuda_get_params(model_cuda_net *e, float *params);
 ih_err model_cuda_get_grads(model_cuda_net *e, float *grads);
 ih_err model_cuda_get_state(model_cuda_net *e, float *state);
 ih_err model_cuda_zero_grads(model_cuda_net *e);
 
+/* The pinned host gradient mirror (nparams floats, zeroed at create), owned by e and valid
+ * until model_cuda_net_destroy; per-layer gradient copies land here (train_step, to_host). */
+float *model_cuda_host_grads(model_cuda_net *e);
+
+/* Device SGD. sgd_setup (once per optimizer, allocates): the momentum buffer (zeroed) and the
+ * tile table built from the optimizer's segments (tiles of at most a few thousand elements
+ * inside one segment, each with its weight decay: plan->weight_decay or 0 for no_decay).
+ * sgd_step queues one kernel applying optim_sgd_elem to every parameter, writing the fp32
+ * master and, in bf16 mode, the bf16 copy, then refreshes the padded stem weights; does not
+ * block. IH_E_INTERNAL if sgd_setup was not called. */
+ih_err model_cuda_sgd_setup(model_cuda_net *e, const optim_seg *segs, size_t nsegs, float weight_decay);
+ih_err model_cuda_sgd_step(model_cuda_net *e, const optim_sgd_plan *p);
+ih_err model_cuda_put_momentum(model_cuda_net *e, const float *u);
+ih_err model_cuda_get_momentum(model_cuda_net *e, float *u);
+
 /* Training step as model_train_step on host images/labels (copied in; pinned images are
  * copied directly, pageable ones through a pinned staging buffer; either way the caller may
  * reuse them when this returns). The step runs as a CUDA graph captured on the first call
- * for a given (n, loss_scale) (IH_CUDA_GRAPH=0: eager launches); forward, softmax
+ * for a given (n, loss_scale, to_host) (IH_CUDA_GRAPH=0: eager launches); forward, softmax
  * cross-entropy scaled by loss_scale, backward ADDING to the device gradients, running
- * statistics updated. loss_sum/correct may be NULL; when both are, the call returns once the
- * work is queued (images and labels are already copied). Labels must be valid. */
+ * statistics updated. After each parameter layer's gradients the step records an event; with
+ * to_host, the layer's newly final range is first copied (async, copy stream) into the
+ * pinned host mirror and the event follows the copy. fn (may be NULL) is then called for each
+ * layer in backward order as its event completes, with the range's start offset (model.h's
+ * grad-ready contract). loss_sum/correct may be NULL; when both are and fn is NULL, the call
+ * returns once the work is queued (images and labels are already copied). Labels must be
+ * valid. */
 ih_err model_cuda_train_step(model_cuda_net *e, const uint8_t *images, const int32_t *labels,
-                             int n, double loss_scale, double *loss_sum, int *correct);
+                             int n, double loss_scale, double *loss_sum, int *correct,
+                             model_grad_ready_fn fn, void *arg, int to_host);
 
 /* Inference with running statistics; writes n*num_classes logits to host memory. */
 ih_err model_cuda_eval_logits(model_cuda_net *e, const uint8_t *images, int n, float *logits);
