@@ -1,26 +1,35 @@
 #!/usr/bin/env bash
 # scripts/gpu_check.sh — the one call to make on a lent GPU machine: unpack the carried .debs,
 # build with CUDA, run the GPU tests (the CUDA backend through the same test sources as the
-# CPU, and CUDA vs CPU on the same weights in fp32 and bf16), then benchmark ResNet-50
+# CPU, CUDA vs CPU on the same weights in fp32 and bf16, device SGD vs the CPU optimizer,
+# per-layer gradient hand-over, 2 workers vs --accumulate 2 on CUDA), then benchmark ResNet-50
 # training steps (synthetic input, n = 32 and 256) against torchvision's resnet50 under
-# PyTorch bf16 autocast + channels-last in the same run, print one table, and end with
+# PyTorch bf16 autocast + channels-last in the same run, then run the real trainer end to end:
+# `train --mode=profile` (resnet50 at 64 px, n = 64, from an LMDB of make_synthetic JPEGs,
+# 1 and 2 workers on this GPU), print one table, and end with
 #   RESULT gpu=... ours_n32_img_s=... torch_n32_img_s=... ours_n256_img_s=...
-#          torch_n256_img_s=... max_rel_err=...
+#          torch_n256_img_s=... max_rel_err=... profile_k1_img_s=... profile_k2_exposed_comm=...
 # max_rel_err is the worst per-tensor max|cuda-cpu|/max|cpu| of test_cuda_vs_cpu in bf16 (the
 # speed mode); max_rel_err_fp32 is the exact mode's. The CPU-only suite is CI's job and is
-# not rerun here; `./train --mode=profile` is not part of this check yet (its own issue).
+# not rerun here. Time: the optional stages (eager bench row, the k=2 profile) are skipped
+# when less than their share of IH_GPU_CHECK_BUDGET (default 540 s) is left, so one call stays
+# under 10 minutes.
 #
 # The GPU machines have nvcc and PyTorch but no libjpeg-turbo/LMDB/OpenBLAS, and cuDNN/NCCL
 # only as PyTorch's pip packages: carry the Debian packages in .dev/debs
 # (scripts/fetch-gpu-debs) and run   bash scripts/gpu_check.sh   with carry [".dev"].
 # Logs go to $OUT (or /tmp/ih-gpu-out). IH_GPU_CHECK_DRY=1 runs the shell logic without a GPU
-# (build and bench skipped, numbers "na"); IH_BENCH_MIN_RATIO=x fails when ours/torch < x.
+# (build, tests and bench skipped, numbers "na"; the profile stage runs on the CPU backend
+# with a tiny resnet8 when $IH_GPU_CHECK_BUILD, default build-gpu, holds a built train);
+# IH_BENCH_MIN_RATIO=x fails when ours/torch < x.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/ih-gpu-out}
 mkdir -p "$out"
 exec > >(tee "$out/gpu_check.log") 2>&1
 t0=$(date +%s)
+budget=${IH_GPU_CHECK_BUDGET:-540}
+left() { echo $(( budget - ($(date +%s) - t0) )); }
 dry=${IH_GPU_CHECK_DRY:-0}
 jobs=$(nproc)
 stage() { echo "== $1 ($(( $(date +%s) - t0 ))s)"; }
@@ -48,7 +57,7 @@ nccl_lib=$(ls "$nccl"/lib/libnccl.so* 2>/dev/null | head -n1)
 export LD_LIBRARY_PATH="$root/usr/lib/$arch:$root/usr/lib/$arch/openblas-pthread:${cudnn:+$cudnn/lib:}${nccl:+$nccl/lib:}${LD_LIBRARY_PATH:-}"
 export LIBRARY_PATH="$root/usr/lib/$arch:${LIBRARY_PATH:-}"
 
-build=build-gpu
+build=${IH_GPU_CHECK_BUILD:-build-gpu}
 gpu_rc=1
 if [ "$dry" = 1 ]; then
     stage "dry run: no build"
@@ -65,14 +74,19 @@ else
     grep -E '\[(x| )\]' "$out/configure.log"
     # Only what this check runs: other modules' work in progress must not stop it.
     timeout 300 cmake --build "$build" -j "$jobs" --target test_cuda_probe test_train_step_contract \
-        test_resnet_vs_pytorch test_cuda_vs_cpu_fp32 bench_train_step >"$out/build.log" 2>&1 \
-        || { grep -E 'error|Error' "$out/build.log" | head -n 40; echo "build failed"; }
+        test_resnet_vs_pytorch test_cuda_vs_cpu_fp32 test_cuda_sgd test_cuda_grad_ready bench_train_step \
+        >"$out/build.log" 2>&1 || { grep -E 'error|Error' "$out/build.log" | head -n 40; echo "build failed"; }
+    # The trainer and the data tools (2-worker test, profile stage): a separate build, so that a
+    # failure there leaves the model tests above to run.
+    timeout 200 cmake --build "$build" -j "$jobs" --target train_bin make_synthetic make_lmdb \
+        test_dp_cuda_equivalence >"$out/build_train.log" 2>&1 \
+        || { grep -E 'error|Error' "$out/build_train.log" | head -n 40; echo "trainer build failed"; }
 
-    stage "GPU tests (CUDA backend vs CPU and vs PyTorch references)"
-    (cd "$build" && IH_DEBUG=INFO timeout 110 ctest -L gpu -j 4 -V) >"$out/tests.log" 2>&1
+    stage "GPU tests (CUDA backend vs CPU and vs PyTorch references, device SGD, gradient hand-over, 2 workers)"
+    (cd "$build" && IH_DEBUG=INFO timeout 200 ctest -L gpu -j 4 -V) >"$out/tests.log" 2>&1
     gpu_rc=$?
     # -V: passing tests' output too (MAXREL, calibration lines), each line prefixed "NN: "
-    grep -E 'Test +#|tests passed|MAXREL|calibration|loss|FAIL' "$out/tests.log" | head -n 80
+    grep -E 'Test +#|tests passed|MAXREL|calibration|loss|FAIL|differ|max \|w_' "$out/tests.log" | head -n 100
 fi
 maxrel=$(grep -h 'MAXREL bf16' "$out/tests.log" 2>/dev/null | sed 's/.*MAXREL bf16 //' | awk '{print $1}' | tail -n1)
 maxrel32=$(grep -h 'MAXREL fp32' "$out/tests.log" 2>/dev/null | sed 's/.*MAXREL fp32 //' | awk '{print $1}' | tail -n1)
@@ -100,7 +114,52 @@ bench_one() { # who n   (who = ours | torch | eager: ours without the CUDA graph
 }
 stage "benchmark: ResNet-50 training step (fwd+loss+bwd, no optimiser), synthetic 224x224, bf16"
 for n in 32 256; do bench_one ours $n; bench_one torch $n; done
-bench_one eager 32 # attribution: the same step without the CUDA graph
+if [ "$(left)" -gt 240 ]; then bench_one eager 32 # attribution: the same step without the CUDA graph
+else ips[eager32]=skipped; echo "eager row skipped: $(left)s of the budget left"; fi
+
+# End to end: the real trainer from an LMDB (decode, augmentation, H2D, graph step, per-layer
+# gradient copies and the allreduce with 2 workers, device SGD), --mode=profile's RESULT line.
+declare -A prof
+prof_one() { # k: workers (sharing this GPU when there is one)
+    local k=$1 tl
+    local log="$out/profile_k$k.log"
+    local be=(--backend cuda --arch resnet50 --image-size 64 -b 64 --profile-iters 20)
+    prof[ips$k]=na; prof[exp$k]=na; prof[step$k]=na; prof[net]="resnet50 n=64"
+    if [ "$dry" = 1 ]; then
+        # no GPU: the same logic on the CPU with a tiny net, when a built train is at hand
+        [ -x "$build/bin/train" ] || { echo "profile k=$k: dry run, no $build/bin/train"; return; }
+        be=(--backend cpu --arch resnet8 --image-size 16 -b 8 --profile-iters 3)
+        prof[net]="resnet8 n=8 16px cpu (dry)"
+    fi
+    tl=$(left); [ "$tl" -gt 150 ] && tl=150
+    if [ "$tl" -lt 40 ]; then prof[ips$k]=skipped; echo "profile k=$k skipped: $(left)s left"; return; fi
+    timeout "$tl" "$build/bin/train" --mode=profile "${be[@]}" --nproc "$k" --threads 4 \
+        --train "$data/train.lmdb" -o "$data/out_k$k" --no-progress >"$log" 2>&1
+    echo "rc=$?" >>"$log"
+    local res
+    res=$(grep -h '^RESULT workers=' "$log" | tail -n1)
+    if [ -z "$res" ]; then echo "profile k=$k: no RESULT line"; tail -n 15 "$log"; return; fi
+    echo "$res"
+    grep -E '^  (forward|backward|allreduce|optimizer|step|data wait)' "$log"
+    prof[ips$k]=$(echo "$res" | sed -n 's/.* img_s=\([0-9.]*\).*/\1/p')
+    prof[exp$k]=$(echo "$res" | sed -n 's/.* exposed_comm_frac=\([0-9.]*\).*/\1/p')
+    prof[step$k]=$(echo "$res" | sed -n 's/.* step_ms=\([0-9.]*\).*/\1/p')
+}
+stage "end to end: train --mode=profile, resnet50 at 64 px from a synthetic LMDB, 1 and 2 workers"
+data=$out/profile_data
+rm -rf "$data"; mkdir -p "$data"
+if [ -x "$build/tools/make_synthetic" ] && [ -x "$build/tools/make_lmdb" ] && [ -x "$build/bin/train" ]; then
+    if timeout 60 "$build/tools/make_synthetic" --out "$data/synth" --classes 10 --train-per-class 160 \
+            --val-per-class 1 --seed 7 >"$out/profile_data.log" 2>&1 \
+        && timeout 60 "$build/tools/make_lmdb" "$data/synth/train" "$data/train.lmdb" >>"$out/profile_data.log" 2>&1; then
+        prof_one 1
+        if [ "$(left)" -gt 60 ]; then prof_one 2; else prof[ips2]=skipped; echo "profile k=2 skipped"; fi
+    else
+        echo "making the profile LMDB failed:"; tail -n 10 "$out/profile_data.log"
+    fi
+else
+    echo "no $build/bin/train or data tools: profile stage skipped"
+fi
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a+0 > 0 && b+0 > 0) printf "%.2f", a/b; else print "na" }'; }
 stage summary
@@ -110,6 +169,11 @@ for n in 32 256; do
         "$(ratio "${ips[ours$n]}" "${ips[torch$n]}")"
 done
 echo "# ours at n=32 without the CUDA graph (IH_CUDA_GRAPH=0): ${ips[eager32]} img/s"
+printf '# %-38s %12s %10s %18s\n' "train --mode=profile (64 px)" "img/s total" "step(ms)" "exposed comm/step"
+for k in 1 2; do
+    printf '  %-38s %12s %10s %18s\n' "${prof[net]:-resnet50 n=64} workers=$k" "${prof[ips$k]:-na}" \
+        "${prof[step$k]:-na}" "${prof[exp$k]:-na}"
+done
 echo "# GPU tests rc=$gpu_rc, max_rel_err bf16=${maxrel:-na} fp32=${maxrel32:-na}; $(( $(date +%s) - t0 ))s in all"
 rc=$gpu_rc
 if [ -n "${IH_BENCH_MIN_RATIO:-}" ]; then
@@ -119,5 +183,5 @@ if [ -n "${IH_BENCH_MIN_RATIO:-}" ]; then
             || { echo "ratio at n=$n is $r < IH_BENCH_MIN_RATIO=$IH_BENCH_MIN_RATIO"; rc=1; }
     done
 fi
-echo "RESULT gpu=$gpu ours_n32_img_s=${ips[ours32]} torch_n32_img_s=${ips[torch32]} ours_n256_img_s=${ips[ours256]} torch_n256_img_s=${ips[torch256]} max_rel_err=${maxrel:-na} max_rel_err_fp32=${maxrel32:-na} gpu_tests_rc=$gpu_rc"
+echo "RESULT gpu=$gpu ours_n32_img_s=${ips[ours32]} torch_n32_img_s=${ips[torch32]} ours_n256_img_s=${ips[ours256]} torch_n256_img_s=${ips[torch256]} max_rel_err=${maxrel:-na} max_rel_err_fp32=${maxrel32:-na} profile_k1_img_s=${prof[ips1]:-na} profile_k2_img_s=${prof[ips2]:-na} profile_k2_exposed_comm=${prof[exp2]:-na} gpu_tests_rc=$gpu_rc"
 exit $rc
