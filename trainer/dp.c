@@ -9,6 +9,10 @@
  * communicator's error is sticky) so the training thread never waits for a job that will not
  * run; the first error, with its message, is returned by the next wait.
  *
+ * The flat gradient buffer is registered with the communicator once at create (buckets are
+ * sub-ranges of it), so on the ib fabric buckets move without staging copies; unregistered
+ * at destroy, after the comm thread stopped.
+ *
  * Test-only: IH_DEBUG_COMM_DELAY_MS=F sleeps F ms before each bucket's allreduce, a slow
  * fabric that does not use the CPU, to show (and test) overlap with backward.
  */
@@ -41,6 +45,7 @@ struct dp_ctx {
     model_net *m;
     dp_opts o;
     float *grads;
+    int grads_registered; /* comm_ctx_register(grads) succeeded */
     int nb;
     size_t *blo;          /* bucket b = grads[blo[b], blo[b-1]) with blo[-1] = nparams */
     size_t nparams;
@@ -205,6 +210,10 @@ ih_err dp_create(dp_ctx **out, comm_ctx *comm, model_net *m, const dp_opts *o)
     d->last_t0 = calloc((size_t)d->nb, sizeof(double));
     d->last_t1 = calloc((size_t)d->nb, sizeof(double));
     if (!d->jobs || !d->last_t0 || !d->last_t1) { e = ih_fail(IH_E_SYS, "out of memory (dp jobs)"); goto fail; }
+    if (comm && d->nparams) {
+        IH_TRY_GOTO(comm_ctx_register(comm, d->grads, d->nparams * sizeof(float)), e, fail);
+        d->grads_registered = 1;
+    }
     pthread_mutex_init(&d->mu, NULL);
     pthread_cond_init(&d->cv_work, NULL);
     pthread_cond_init(&d->cv_done, NULL);
@@ -221,6 +230,7 @@ fail_sync:
     pthread_cond_destroy(&d->cv_work);
     pthread_mutex_destroy(&d->mu);
 fail:
+    if (d->grads_registered) comm_ctx_unregister(comm, d->grads);
     free(d->last_t0);
     free(d->last_t1);
     free(d->jobs);
@@ -241,6 +251,7 @@ void dp_destroy(dp_ctx *d)
         pthread_join(d->th, NULL);
     }
     model_set_grad_ready(d->m, NULL, NULL);
+    if (d->grads_registered) comm_ctx_unregister(d->comm, d->grads);
     pthread_cond_destroy(&d->cv_done);
     pthread_cond_destroy(&d->cv_work);
     pthread_mutex_destroy(&d->mu);

@@ -88,6 +88,8 @@ ih_err comm_ctx_create(comm_ctx **out, const comm_boot_info *b, const comm_opts 
     }
     if (b->world == 1) {
         IH_TRY_GOTO(comm_fabric_tcp_create(&c->fab, NULL, c->ns, 0, 1, 0, c->timeout_ms), e, fail);
+        for (int i = 0; i < COMM_NTMP; i++) /* as below: the same limits for every world size */
+            IH_TRY_GOTO(comm_ctx_register(c, c->tmp[i], c->chunk_elems * sizeof(float)), e, fail);
         *out = c;
         return IH_OK;
     }
@@ -96,6 +98,9 @@ ih_err comm_ctx_create(comm_ctx **out, const comm_boot_info *b, const comm_opts 
     IH_TRY_GOTO(comm_store_connect(&c->store, b->master_addr, b->master_port, c->timeout_ms), e, fail);
     IH_TRY_GOTO(comm_fabric_open(&c->fab, &o, c->store, c->ns, b->rank, b->world, sockbuf,
                                  c->timeout_ms), e, fail);
+    /* The receive scratch is where reductions land: registered, peers write it directly. */
+    for (int i = 0; i < COMM_NTMP; i++)
+        IH_TRY_GOTO(comm_ctx_register(c, c->tmp[i], c->chunk_elems * sizeof(float)), e, fail);
     /* Every rank has read every address: after this barrier rank 0 may drop the store's
      * set-up role at any time without stranding a rank still in rendezvous. */
     IH_TRY_GOTO(comm_coll_barrier(c), e, fail);
@@ -118,6 +123,46 @@ void comm_ctx_destroy(comm_ctx *c)
     comm_store_server_destroy(c->server);
     for (int i = 0; i < COMM_NTMP; i++) free(c->tmp[i]);
     free(c);
+}
+
+ih_err comm_ctx_register(comm_ctx *c, void *buf, size_t bytes)
+{
+    char *b = buf;
+    if (!buf || !bytes)
+        return ih_fail(IH_E_USAGE, "comm_ctx_register(%p, %zu B) on rank %d: empty range", buf,
+                       bytes, c->boot.rank);
+    for (int i = 0; i < c->nreg; i++)
+        if (b < c->reg[i].buf + c->reg[i].bytes && c->reg[i].buf < b + bytes)
+            return ih_fail(IH_E_USAGE, "comm_ctx_register(%p, %zu B) on rank %d overlaps the region "
+                           "registered at %p (%zu B): register each buffer once, as a whole",
+                           buf, bytes, c->boot.rank, (void *)c->reg[i].buf, c->reg[i].bytes);
+    if (c->nreg == COMM_MAX_REG + COMM_NTMP)
+        return ih_fail(IH_E_USAGE, "comm_ctx_register(%p, %zu B) on rank %d: already %d regions "
+                       "registered (COMM_MAX_REG): register one arena instead of many buffers",
+                       buf, bytes, c->boot.rank, COMM_MAX_REG);
+    if (c->fab && c->fab->ops->reg) IH_TRY(c->fab->ops->reg(c->fab, buf, bytes));
+    c->reg[c->nreg].buf = b;
+    c->reg[c->nreg].bytes = bytes;
+    c->nreg++;
+    return IH_OK;
+}
+
+ih_err comm_ctx_unregister(comm_ctx *c, void *buf)
+{
+    for (int i = 0; i < c->nreg; i++) {
+        if (c->reg[i].buf != (char *)buf) continue;
+        if (c->fab && c->fab->ops->dereg) c->fab->ops->dereg(c->fab, buf);
+        c->reg[i] = c->reg[--c->nreg];
+        return IH_OK;
+    }
+    return ih_fail(IH_E_USAGE, "comm_ctx_unregister(%p) on rank %d: no region registered with "
+                   "comm_ctx_register starts there (%d registered)", buf, c->boot.rank, c->nreg);
+}
+
+void comm_ctx_stats(const comm_ctx *c, comm_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (c->fab && c->fab->ops->stats) c->fab->ops->stats(c->fab, out);
 }
 
 int comm_ctx_rank(const comm_ctx *c) { return c->boot.rank; }

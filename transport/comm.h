@@ -11,6 +11,10 @@
  *   IH_COMM_CHUNK_KB   pipelining chunk (default 512)
  *   IH_COMM_SOCKBUF    socket buffer bytes (default 0 = kernel autotuning)
  *
+ * Registered memory (RDMA): a buffer registered once with comm_ctx_register (the trainer's
+ * flat gradient buffer) is sent from and received into without copies on the ib fabric
+ * (fabric_ib.h); on tcp registering is a no-op. The ctx registers its own receive scratch.
+ *
  * Failure: the first error is sticky. A failing rank publishes it in the store under
  * "<ns>/abort" before closing its connections, so every other rank fails within the timeout
  * with a message naming the rank that failed first, its host, and the operation.
@@ -57,6 +61,41 @@ const char *comm_algo_name(comm_algo a);
 ih_err comm_algo_parse(const char *s, comm_algo *out);
 /* What COMM_ALGO_AUTO runs for `bytes` on this ctx's world size. */
 comm_algo comm_coll_auto_algo(const comm_ctx *c, size_t bytes);
+
+/* Registers [buf, buf+bytes) for zero-copy transfers, once, at set-up (never in the step):
+ * on ib the pages are pinned and registered with the device (blocks for that); on tcp nothing
+ * happens. Local: no other rank takes part. The caller keeps owning buf and must keep it
+ * valid, at the same address, until comm_ctx_unregister or comm_ctx_destroy. Collectives on
+ * unregistered buffers still work (through staging copies). IH_E_USAGE for a NULL or empty
+ * range, one that overlaps a registered region, or more than COMM_MAX_REG regions; IH_E_SYS
+ * when the device refuses (the message has the size, the errno text and the `ulimit -l`
+ * hint). The ctx's thread only (the one that calls its collectives, none in flight). */
+#define COMM_MAX_REG 16
+ih_err comm_ctx_register(comm_ctx *c, void *buf, size_t bytes);
+/* Undoes comm_ctx_register for the region that starts at buf. Returns IH_E_USAGE (and changes
+ * nothing) when buf does not start a region registered on this ctx. No collective may be in
+ * flight. comm_ctx_destroy unregisters whatever is left. The ctx's thread only. */
+ih_err comm_ctx_unregister(comm_ctx *c, void *buf);
+
+/* Cumulative bytes this rank's fabric moved, by path (all zero on tcp, which has one path).
+ * Counted by the sender except rx_*. A message of at least `threshold` bytes is "large": the
+ * receiver tells the sender where its bytes go (fabric_ib.h). */
+typedef struct {
+    uint64_t eager_small; /* bytes of messages below the threshold: copied into the staging ring,
+                             and out of the peer's receive ring */
+    uint64_t eager_large; /* bytes of large messages that went the same way because the
+                             receiver's buffer was not registered */
+    uint64_t staged;      /* bytes of large messages written straight into the receiver's
+                             registered buffer from the staging ring (our source was not
+                             registered): one copy, on the sender */
+    uint64_t direct;      /* bytes written from our registered buffer into the receiver's:
+                             zero copies */
+    uint64_t rx_copied;   /* received bytes copied out of our receive ring */
+    uint64_t rx_direct;   /* received bytes a peer wrote straight into our registered buffer */
+    size_t threshold;     /* 0: the fabric has no such path */
+} comm_stats;
+/* Fills *out (zeroes first). Any thread that owns the ctx; never blocks. */
+void comm_ctx_stats(const comm_ctx *c, comm_stats *out);
 
 /* buf[0..n) := sum over ranks of buf[0..n), in place. Same bits on every rank. No
  * allocation. */

@@ -22,6 +22,8 @@ struct comm_ctx {
     float *tmp[COMM_NTMP];     /* chunk_elems each, allocated at create */
     comm_req sreq[COMM_NSEND]; /* ring of send requests */
     unsigned nsend_posted;     /* send requests posted so far in the current operation */
+    struct { char *buf; size_t bytes; } reg[COMM_MAX_REG + COMM_NTMP]; /* comm_ctx_register (+ tmp) */
+    int nreg;
     ih_err err;                /* sticky first error */
     char errmsg[2600];
 };

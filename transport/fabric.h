@@ -4,7 +4,11 @@
  * them; it knows nothing about reductions. Messages carry no header: for each (peer,
  * direction) the fabric delivers posted requests in FIFO order, so both sides of a pair must
  * post matching lengths in the same order (the collectives are deterministic, so they do).
- * Implementations: tcp (fabric_tcp.c). The RDMA issue adds `ib` behind the same slots.
+ * Both ends must move the same bytes in the same order, but their message boundaries may
+ * differ (a sender may post one message that the receiver takes as several chunks): a fabric
+ * treats each (peer, direction) as a byte stream cut by each side's own requests.
+ * Implementations: tcp (fabric_tcp.c), ib (fabric_ib.c: RDMA, with zero-copy transfers
+ * between buffers registered through the optional reg slot).
  *
  * Requests (comm_req) are caller-owned plain structs: posting never allocates. A request must
  * stay alive and untouched, and its buffer must stay valid, until wait() returned for it.
@@ -23,6 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "comm.h" /* comm_stats */
 #include "core/err.h"
 
 typedef struct comm_fabric comm_fabric;
@@ -38,6 +43,7 @@ typedef struct comm_req {
     size_t done; /* bytes moved so far */
     int peer;
     int kind; /* COMM_REQ_SEND or COMM_REQ_RECV */
+    uint64_t pos; /* owner: fabric (ib: where the request starts in its peer's byte stream) */
 } comm_req;
 
 /* The slots. Every slot is called by the fabric's single owning thread. */
@@ -55,8 +61,19 @@ typedef struct comm_fabric_ops {
     /* Record `code`/`msg` as the sticky error and close every connection now, so peers see
      * the failure at once. Never blocks. Idempotent. */
     void (*abort)(comm_fabric *f, ih_err code, const char *msg);
-    /* Close connections and free. Never blocks for long. */
+    /* Close connections, undo every registration, and free. Never blocks for long. */
     void (*destroy)(comm_fabric *f);
+    /* Optional (NULL: nothing to register, e.g. tcp). Registers [buf, buf+bytes) with the
+     * device for local and remote access, so that transfers from and into it skip the staging
+     * copies. Called at set-up, never in the step; blocks while the pages are pinned. The
+     * caller (comm.c) guarantees the range overlaps no other registration. IH_E_SYS with the
+     * size, the errno text and the locked-memory hint (`ulimit -l`) when the device refuses. */
+    ih_err (*reg)(comm_fabric *f, void *buf, size_t bytes);
+    /* Optional. Undoes reg for the region that starts at buf (the caller checked that it is
+     * registered). No posted request may use the region. Never blocks for long. */
+    void (*dereg)(comm_fabric *f, void *buf);
+    /* Optional (NULL: all zero). Adds the fabric's cumulative byte counters to *out. */
+    void (*stats)(const comm_fabric *f, comm_stats *out);
 } comm_fabric_ops;
 
 /* The common head of every fabric object (implementations embed it first). */

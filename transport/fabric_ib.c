@@ -1,12 +1,22 @@
 /* transport/fabric_ib.c — see fabric_ib.h for the protocol.
  *
- * Counters per peer (all cumulative, pieces): s_posted (written), s_done (send completions of
- * data pieces), s_credit (slots the peer gave back); r_arrived (WRITE WITH IMM completions),
- * r_consumed (copied out). Piece n may be written when n < s_credit + S and n < s_done + S.
- * Work requests per QP are bounded by construction: at most S data writes and S credit writes
- * outstanding per direction, so send and receive queues of 2S+2 never overflow and a receive
- * is always posted (recv WRs are re-posted as their completions are polled).
- * wr_id = peer << 2 | kind (kind: 0 credit write, 1 data write, 2 receive).
+ * Per peer and direction the bytes form one stream; each side cuts it with its own requests
+ * (fabric.h), so the receiver, which knows where its buffers are, splits a large message into
+ * replies ("segments"), one per receive request it overlaps.
+ * Counters per peer (cumulative):
+ *   sending:   e_posted ring items written (their sequence numbers), s_credit ring slots the
+ *              peer gave back; st_posted/st_done staging slots used/completed (eager items and
+ *              staged direct writes share them, in order); z_posted/z_done zero-copy writes;
+ *              cts_seen replies arrived, cts_used replies taken. An item may be written when
+ *              e_posted < s_credit + S and st_posted < st_done + S.
+ *   receiving: r_arrived/r_consumed ring items; r_posted stream bytes covered by posted
+ *              receives, r_cons stream bytes delivered; cts_issued/cts_done replies sent and
+ *              their segments completed (at most IB_NCTS apart: the peer's reply slot i%IB_NCTS
+ *              is free again once segment i is complete, since the peer read the reply before
+ *              it wrote any byte of it), cts_wr_done replies whose write completed (the local
+ *              copy of the reply may be reused).
+ * Work requests per QP are bounded by construction (see qp_depth), and the receive queue is
+ * re-armed as its completions are polled. wr_id = peer << 3 | kind.
  */
 #define _GNU_SOURCE
 #include "fabric_ib.h"
@@ -24,34 +34,75 @@
 #include "ibwrap.h"
 #include "sock.h"
 
-#define IB_CREDIT_FLAG 0x80000000u
-#define IB_SEQ_MASK 0x7fffffffu
+/* Immediate data: the top 3 bits say what a WRITE WITH IMMEDIATE is, the rest its number. */
+enum { IMM_DATA = 0, IMM_RTS = 1, IMM_DIRECT = 2, IMM_CREDIT = 3, IMM_CTS = 4 };
+#define IB_SEQ_MASK 0x1fffffffu
+#define IMM(kind, v) ((uint32_t)(kind) << 29 | ((uint32_t)(v) & IB_SEQ_MASK))
+#define IB_RTS_BIT 0x80000000u  /* in r_len: the ring item is an RTS, not data */
+#define IB_NCTS 8               /* replies (segments) in flight per peer; divides 2^29 */
+#define IB_NZ 16                /* zero-copy writes in flight per peer */
+#define IB_CTS_BYTES 32         /* one reply slot */
+#define IB_CTS_LEN 20           /* be64 addr, be32 rkey, be32 len, be32 direct */
+#define IB_SEG_MAX (1u << 30)   /* one segment at most */
+#define IB_MAX_REG 32           /* registered regions (comm.c allows fewer) */
 #define IB_SPIN 200 /* empty polls before sleeping on the channels (TCG: spinning starves rxe) */
 /* A peer's disconnect can overtake the completion of its last write (the CM and the CQ are
  * separate paths; rxe completes from a work queue): wait this long for that data. */
 #define IB_GONE_GRACE_NS 2000000000ull
+/* Rendezvous threshold: messages of at least this many KiB wait for the receiver's reply and
+ * then move straight between registered buffers. See fabric_ib.h for the measurement. */
+#define IB_RDV_KB_DEFAULT 64
+/* Largest write: the device's max_msg_sz, at most this (a smaller piece shows progress to
+ * the no-progress timeout sooner; 4 MiB costs nothing in per-request overhead). */
+#define IB_PIECE_KB_DEFAULT 4096
 
-enum { WR_CREDIT = 0, WR_DATA = 1, WR_RECV = 2 };
+enum { WR_CREDIT = 0, WR_EAGER = 1, WR_STAGED = 2, WR_ZCOPY = 3, WR_CTS = 4, WR_RECV = 5 };
+
+typedef struct {
+    uint64_t pos;   /* stream position of the segment's first byte */
+    uint32_t len, got;
+    int direct;     /* 1: the peer writes it into our buffer; 0: through the ring */
+} ib_seg;
+
+typedef struct { comm_req *req; uint32_t len; } ib_zrec;
 
 typedef struct {
     struct rdma_cm_id *id;
     int established, gone;
     uint64_t gone_ns; /* when the peer's disconnect was seen */
     char host[64], ip[64];
-    uint64_t raddr; /* peer's receive ring for us */
-    uint32_t rkey;
+    uint64_t raddr;   /* peer's receive ring for us */
+    uint64_t rctrl;   /* peer's reply slots for us (our replies land there) */
+    uint32_t rkey;    /* of both */
+    /* sending to this peer */
     comm_req *sq_head, *sq_tail;
+    size_t s_off;     /* bytes of sq_head handed to the device or copied */
+    int s_rts;        /* sq_head is large and its RTS is posted */
+    uint64_t e_posted, s_credit, st_posted, st_done, z_posted, z_done, cts_seen, cts_used;
+    ib_zrec z[IB_NZ];
+    int c_active, c_direct; /* the reply being served */
+    uint64_t c_addr, c_idx;
+    uint32_t c_rkey, c_len, c_off;
+    /* receiving from this peer */
     comm_req *rq_head, *rq_tail;
-    uint64_t s_posted, s_done, s_credit;
-    uint64_t r_arrived, r_consumed;
+    uint64_t r_posted, r_cons, r_arrived, r_consumed;
+    uint32_t r_poff;  /* bytes of the current ring item delivered */
+    uint64_t reg_end; /* end (stream position) of the large message being received */
+    uint64_t cts_pos; /* end of what the issued replies cover */
+    uint64_t cts_issued, cts_done, cts_wr_done;
+    ib_seg seg[IB_NCTS];
     uint32_t credit_pending, credit_out;
-    uint32_t *r_len; /* [S] byte length of the piece in each receive slot */
+    uint32_t *r_len;  /* [S] byte length of each receive slot's item (| IB_RTS_BIT) */
 } ib_peer;
+
+typedef struct { char *base; size_t len; struct ibv_mr *mr; } ib_region;
 
 typedef struct {
     comm_fabric base;
     ib_peer *peers;
     uint32_t S, B;                    /* slots per peer, bytes per slot */
+    size_t rdv;                       /* rendezvous threshold (bytes; 0 = never) */
+    uint32_t piece;                   /* largest single write */
     char ip[64], host[64], dev[64];
     struct rdma_event_channel *cm_ch; /* listen id and, after set-up, every connection */
     struct rdma_cm_id *listen_id;
@@ -59,9 +110,12 @@ typedef struct {
     struct ibv_pd *pd;
     struct ibv_comp_channel *comp_ch;
     struct ibv_cq *cq;
-    char *rring, *sring;              /* [world][S][B] */
+    char *rring, *sring;              /* [world][S][B], then [world][IB_NCTS][IB_CTS_BYTES] */
     struct ibv_mr *rmr, *smr;
     uint32_t *r_len_all;
+    ib_region reg[IB_MAX_REG];        /* comm_ctx_register */
+    int nreg;
+    comm_stats st;
     ih_err err;
     char errmsg[1024];
 } ib_fabric;
@@ -104,22 +158,48 @@ static void enqueue(comm_req **head, comm_req **tail, comm_req *r)
     *tail = r;
 }
 
-static ih_err ib_post(ib_fabric *t, int peer, void *buf, size_t len, comm_req *req, int kind)
+static void pop(comm_req **head, comm_req **tail)
 {
-    if (t->err) return sticky(t);
-    IH_ASSERT(peer >= 0 && peer < t->base.world && peer != t->base.rank, "bad peer %d", peer);
-    req->buf = buf;
-    req->len = len;
-    req->done = 0;
-    req->peer = peer;
-    req->kind = kind;
-    req->next = NULL;
-    if (len == 0) return IH_OK;
-    ib_peer *p = &t->peers[peer];
-    if (kind == COMM_REQ_SEND) enqueue(&p->sq_head, &p->sq_tail, req);
-    else enqueue(&p->rq_head, &p->rq_tail, req);
-    return IH_OK;
+    *head = (*head)->next;
+    if (!*head) *tail = NULL;
 }
+
+static void put_be64(unsigned char *p, uint64_t v)
+{
+    comm_put_be32(p, (uint32_t)(v >> 32));
+    comm_put_be32(p + 4, (uint32_t)v);
+}
+static uint64_t get_be64(const unsigned char *p)
+{
+    return (uint64_t)comm_get_be32(p) << 32 | comm_get_be32(p + 4);
+}
+
+static char *rslot(ib_fabric *t, int peer, uint64_t n)
+{
+    return t->rring + ((size_t)peer * t->S + (size_t)(n % t->S)) * t->B;
+}
+static char *sslot(ib_fabric *t, int peer, uint64_t n)
+{
+    return t->sring + ((size_t)peer * t->S + (size_t)(n % t->S)) * t->B;
+}
+/* Reply slot i of `peer`: in the receive area, where the peer's replies land (`in`), or in
+ * the send area, our copy of a reply to it. */
+static unsigned char *cslot(ib_fabric *t, int in, int peer, uint64_t i)
+{
+    char *area = (in ? t->rring : t->sring) + (size_t)t->base.world * t->S * t->B;
+    return (unsigned char *)area + ((size_t)peer * IB_NCTS + (size_t)(i % IB_NCTS)) * IB_CTS_BYTES;
+}
+
+/* The registered region that holds all of [p, p+n), or NULL. */
+static const ib_region *region_of(const ib_fabric *t, const char *p, size_t n)
+{
+    for (int i = 0; i < t->nreg; i++)
+        if (p >= t->reg[i].base && n <= t->reg[i].len && p - t->reg[i].base <= (ptrdiff_t)(t->reg[i].len - n))
+            return &t->reg[i];
+    return NULL;
+}
+
+static ih_err ib_post(ib_fabric *t, int peer, void *buf, size_t len, comm_req *req, int kind);
 
 static ih_err ib_post_send(comm_fabric *f, int peer, const void *buf, size_t len, comm_req *req)
 {
@@ -131,38 +211,29 @@ static ih_err ib_post_recv(comm_fabric *f, int peer, void *buf, size_t len, comm
     return ib_post((ib_fabric *)f, peer, buf, len, req, COMM_REQ_RECV);
 }
 
-static char *rslot(ib_fabric *t, int peer, uint64_t n)
-{
-    return t->rring + ((size_t)peer * t->S + (size_t)(n % t->S)) * t->B;
-}
-static char *sslot(ib_fabric *t, int peer, uint64_t n)
-{
-    return t->sring + ((size_t)peer * t->S + (size_t)(n % t->S)) * t->B;
-}
-
 static ih_err post_one_recv(ib_fabric *t, int peer)
 {
     struct ibv_recv_wr wr;
     memset(&wr, 0, sizeof wr);
-    wr.wr_id = (uint64_t)peer << 2 | WR_RECV; /* no SGE: WRITE WITH IMM carries no payload here */
+    wr.wr_id = (uint64_t)peer << 3 | WR_RECV; /* no SGE: a WRITE WITH IMM lands where it says */
     return ibw_post_recv(t->peers[peer].id->qp, &wr, "(re-arming a receive)");
 }
 
-static ih_err post_write(ib_fabric *t, int pi, uint64_t raddr, void *src, uint32_t len,
-                         uint32_t imm, int kind)
+static ih_err post_write(ib_fabric *t, int pi, uint64_t raddr, uint32_t rkey, const void *src,
+                         uint32_t len, uint32_t lkey, uint32_t imm, int kind)
 {
     ib_peer *p = &t->peers[pi];
-    struct ibv_sge sge = {.addr = (uintptr_t)src, .length = len, .lkey = t->smr->lkey};
+    struct ibv_sge sge = {.addr = (uintptr_t)src, .length = len, .lkey = lkey};
     struct ibv_send_wr wr;
     memset(&wr, 0, sizeof wr);
-    wr.wr_id = (uint64_t)pi << 2 | (uint64_t)kind;
+    wr.wr_id = (uint64_t)pi << 3 | (uint64_t)kind;
     wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
     wr.send_flags = IBV_SEND_SIGNALED;
     wr.imm_data = htonl(imm);
     wr.sg_list = len ? &sge : NULL;
     wr.num_sge = len ? 1 : 0;
     wr.wr.rdma.remote_addr = raddr;
-    wr.wr.rdma.rkey = p->rkey;
+    wr.wr.rdma.rkey = rkey;
     char what[128];
     snprintf(what, sizeof what, "to rank %d (host %s)", pi, p->host);
     return ibw_post_send(p->id->qp, &wr, what);
@@ -171,9 +242,12 @@ static ih_err post_write(ib_fabric *t, int pi, uint64_t raddr, void *src, uint32
 /* Turns a failed work completion into the sticky error naming peer, operation and status. */
 static ih_err wc_error(ib_fabric *t, const struct ibv_wc *wc)
 {
-    int pi = (int)(wc->wr_id >> 2), kind = (int)(wc->wr_id & 3);
+    int pi = (int)(wc->wr_id >> 3), kind = (int)(wc->wr_id & 7);
     if (t->err) return sticky(t); /* flushes after our own failure or abort */
-    const char *op = kind == WR_DATA ? "RDMA WRITE WITH IMM (data piece) to"
+    const char *op = kind == WR_EAGER ? "RDMA WRITE WITH IMM (eager piece) to"
+                   : kind == WR_STAGED ? "RDMA WRITE WITH IMM (staged piece into the peer's buffer) to"
+                   : kind == WR_ZCOPY ? "RDMA WRITE WITH IMM (zero-copy piece into the peer's buffer) to"
+                   : kind == WR_CTS ? "RDMA WRITE WITH IMM (ready-to-receive reply) to"
                    : kind == WR_CREDIT ? "RDMA WRITE WITH IMM (credit return) to"
                    : "receive of a WRITE WITH IMM from";
     int remote = wc->status == IBV_WC_RETRY_EXC_ERR || wc->status == IBV_WC_RNR_RETRY_EXC_ERR ||
@@ -187,6 +261,56 @@ static ih_err wc_error(ib_fabric *t, const struct ibv_wc *wc)
     return fail_now(t, remote ? IH_E_REMOTE : IH_E_NET);
 }
 
+static ih_err violation(ib_fabric *t, int pi, const char *what)
+{
+    return fail_now(t, ih_fail(IH_E_INTERNAL, "rank %d (host %s) broke the RDMA protocol seen from "
+                               "rank %d: %s (the ranks posted different byte counts, or run "
+                               "different builds)", pi, t->peers[pi].host, t->base.rank, what));
+}
+
+/* One receive completion: a WRITE WITH IMM from peer pi. */
+static ih_err on_imm(ib_fabric *t, int pi, uint32_t imm, uint32_t bytes)
+{
+    ib_peer *p = &t->peers[pi];
+    uint32_t kind = imm >> 29, v = imm & IB_SEQ_MASK;
+    char what[160];
+    switch (kind) {
+    case IMM_DATA:
+    case IMM_RTS:
+        if (v != (uint32_t)(p->r_arrived & IB_SEQ_MASK) || bytes > t->B || (kind == IMM_RTS && bytes != 8)) {
+            snprintf(what, sizeof what, "ring item %u (%u B) where item %u (at most %u B) was due", v,
+                     bytes, (uint32_t)(p->r_arrived & IB_SEQ_MASK), t->B);
+            return violation(t, pi, what);
+        }
+        p->r_len[p->r_arrived % t->S] = bytes | (kind == IMM_RTS ? IB_RTS_BIT : 0);
+        p->r_arrived++;
+        return IH_OK;
+    case IMM_DIRECT: {
+        uint64_t d = (v - (uint32_t)(p->cts_done & IB_SEQ_MASK)) & IB_SEQ_MASK;
+        ib_seg *g = &p->seg[(p->cts_done + d) % IB_NCTS];
+        if (d >= p->cts_issued - p->cts_done || !g->direct || bytes > g->len - g->got) {
+            snprintf(what, sizeof what, "%u B written for reply %u, which is not an open direct segment", bytes, v);
+            return violation(t, pi, what);
+        }
+        g->got += bytes;
+        return IH_OK;
+    }
+    case IMM_CREDIT:
+        p->s_credit += v;
+        return IH_OK;
+    case IMM_CTS:
+        if (v != (uint32_t)(p->cts_seen & IB_SEQ_MASK) || p->cts_seen - p->cts_used >= IB_NCTS) {
+            snprintf(what, sizeof what, "reply %u where reply %u was due", v, (uint32_t)(p->cts_seen & IB_SEQ_MASK));
+            return violation(t, pi, what);
+        }
+        p->cts_seen++;
+        return IH_OK;
+    default:
+        snprintf(what, sizeof what, "unknown immediate 0x%08x", imm);
+        return violation(t, pi, what);
+    }
+}
+
 /* Polls the CQ dry; *n = completions handled. */
 static ih_err drain_cq(ib_fabric *t, int *n)
 {
@@ -197,27 +321,25 @@ static ih_err drain_cq(ib_fabric *t, int *n)
         ih_err e = ibw_poll_cq(t->cq, 32, wc, &got);
         if (e) return fail_now(t, e);
         for (int i = 0; i < got; i++) {
-            int pi = (int)(wc[i].wr_id >> 2), kind = (int)(wc[i].wr_id & 3);
+            int pi = (int)(wc[i].wr_id >> 3), kind = (int)(wc[i].wr_id & 7);
             ib_peer *p = &t->peers[pi];
             /* A peer that left flushes our QP to it: expected once it is gone (a job's ranks
              * finish at different times). If we still needed it, peer_stuck() says so. */
             if (wc[i].status == IBV_WC_WR_FLUSH_ERR && p->gone) continue;
             if (wc[i].status != IBV_WC_SUCCESS) return wc_error(t, &wc[i]);
-            if (kind == WR_DATA) p->s_done++;
-            else if (kind == WR_CREDIT) p->credit_out--;
-            else {
-                uint32_t imm = ntohl(wc[i].imm_data);
-                if (imm & IB_CREDIT_FLAG) {
-                    p->s_credit += imm & IB_SEQ_MASK;
-                } else {
-                    if (imm != (uint32_t)(p->r_arrived & IB_SEQ_MASK) || wc[i].byte_len > t->B)
-                        return fail_now(t, ih_fail(IH_E_INTERNAL,
-                            "rank %d (host %s) wrote piece %u (%u B) where rank %d expected piece "
-                            "%u (at most %u B): protocol violation", pi, p->host, imm,
-                            wc[i].byte_len, t->base.rank, (uint32_t)(p->r_arrived & IB_SEQ_MASK), t->B));
-                    p->r_len[p->r_arrived % t->S] = wc[i].byte_len;
-                    p->r_arrived++;
-                }
+            switch (kind) {
+            case WR_EAGER:
+            case WR_STAGED: p->st_done++; break;
+            case WR_ZCOPY: {
+                ib_zrec *z = &p->z[p->z_done % IB_NZ];
+                z->req->done += z->len;
+                p->z_done++;
+                break;
+            }
+            case WR_CREDIT: p->credit_out--; break;
+            case WR_CTS: p->cts_wr_done++; break;
+            default:
+                IH_TRY(on_imm(t, pi, ntohl(wc[i].imm_data), wc[i].byte_len));
                 if (!p->gone) {
                     e = post_one_recv(t, pi);
                     if (e) return fail_now(t, e);
@@ -229,51 +351,236 @@ static ih_err drain_cq(ib_fabric *t, int *n)
     }
 }
 
-/* Copies arrived pieces out, returns credits, writes pieces whose slots are free. Returns
- * the number of pieces moved, or the sticky error. */
-static ih_err progress_peer(ib_fabric *t, int pi, int *moved)
+/* Receiver: sends replies for the part of the current large message that posted receives
+ * cover, each naming our buffer (direct, when registered) or the ring (eager). */
+static ih_err issue_cts(ib_fabric *t, int pi)
 {
     ib_peer *p = &t->peers[pi];
-    while (p->rq_head && p->r_consumed < p->r_arrived) {
-        comm_req *r = p->rq_head;
-        uint32_t len = p->r_len[p->r_consumed % t->S];
-        size_t want = r->len - r->done < t->B ? r->len - r->done : t->B;
-        if (len != want)
-            return fail_now(t, ih_fail(IH_E_INTERNAL,
-                "rank %d (host %s) sent a %u-B piece where rank %d expected %zu B (message of %zu "
-                "B): the ranks posted different message sizes", pi, p->host, len, t->base.rank, want, r->len));
-        memcpy(r->buf + r->done, rslot(t, pi, p->r_consumed), len);
-        r->done += len;
-        p->r_consumed++;
-        p->credit_pending++;
-        (*moved)++;
-        if (r->done == r->len) {
-            p->rq_head = r->next;
-            if (!p->rq_head) p->rq_tail = NULL;
+    while (p->cts_pos < p->reg_end && p->cts_issued - p->cts_done < IB_NCTS &&
+           p->cts_issued - p->cts_wr_done < IB_NCTS) {
+        comm_req *q = p->rq_head;
+        while (q && !(q->pos <= p->cts_pos && p->cts_pos < q->pos + q->len)) q = q->next;
+        if (!q) return IH_OK; /* the receive for these bytes is not posted yet */
+        uint64_t end = p->reg_end < q->pos + q->len ? p->reg_end : q->pos + q->len;
+        uint32_t len = end - p->cts_pos < IB_SEG_MAX ? (uint32_t)(end - p->cts_pos) : IB_SEG_MAX;
+        char *dst = q->buf + (p->cts_pos - q->pos);
+        const ib_region *rg = region_of(t, dst, len);
+        unsigned char *c = cslot(t, 0, pi, p->cts_issued);
+        put_be64(c, (uint64_t)(uintptr_t)dst);
+        comm_put_be32(c + 8, rg ? rg->mr->rkey : 0);
+        comm_put_be32(c + 12, len);
+        comm_put_be32(c + 16, rg != NULL);
+        IH_TRY(post_write(t, pi, p->rctrl + (p->cts_issued % IB_NCTS) * IB_CTS_BYTES, p->rkey, c,
+                          IB_CTS_LEN, t->smr->lkey, IMM(IMM_CTS, p->cts_issued), WR_CTS));
+        p->seg[p->cts_issued % IB_NCTS] = (ib_seg){.pos = p->cts_pos, .len = len, .got = 0, .direct = rg != NULL};
+        p->cts_issued++;
+        p->cts_pos += len;
+    }
+    return IH_OK;
+}
+
+/* Receiver: delivers what arrived into the posted receives, in stream order. */
+static ih_err recv_progress(ib_fabric *t, int pi, int *moved)
+{
+    ib_peer *p = &t->peers[pi];
+    IH_TRY(issue_cts(t, pi));
+    for (;;) {
+        comm_req *q = p->rq_head;
+        if (p->cts_done < p->cts_issued) { /* inside a large message, in a replied segment */
+            ib_seg *g = &p->seg[p->cts_done % IB_NCTS];
+            /* a direct segment is delivered whole; an eager one item by item */
+            IH_ASSERT(q && g->pos + (g->direct ? 0 : g->got) == p->r_cons && q->pos + q->done == p->r_cons,
+                      "ib segment at %llu, stream at %llu", (unsigned long long)g->pos,
+                      (unsigned long long)p->r_cons);
+            if (g->direct) {
+                if (g->got < g->len) return IH_OK;
+                q->done += g->len;
+                p->r_cons += g->len;
+                t->st.rx_direct += g->len;
+            } else {
+                if (p->r_consumed == p->r_arrived) return IH_OK;
+                uint32_t il = p->r_len[p->r_consumed % t->S];
+                /* the sender cuts the items of a segment at its end: each fits whole */
+                if ((il & IB_RTS_BIT) || p->r_poff || il > g->len - g->got)
+                    return violation(t, pi, "a ring item does not fit the eager segment it belongs to");
+                uint32_t take = il;
+                memcpy(q->buf + q->done, rslot(t, pi, p->r_consumed), take);
+                q->done += take;
+                p->r_cons += take;
+                g->got += take;
+                t->st.rx_copied += take;
+                p->r_consumed++;
+                p->credit_pending++;
+            }
+            (*moved)++;
+            if (g->got == g->len) {
+                p->cts_done++;
+                IH_TRY(issue_cts(t, pi));
+            }
+            if (q->done == q->len) pop(&p->rq_head, &p->rq_tail);
+            continue;
         }
+        if (p->r_cons < p->reg_end) return IH_OK; /* no receive posted yet, or no reply slot */
+        if (p->r_consumed == p->r_arrived) return IH_OK;
+        uint32_t il = p->r_len[p->r_consumed % t->S];
+        char *item = rslot(t, pi, p->r_consumed);
+        if (il & IB_RTS_BIT) { /* a large message starts here */
+            uint64_t L = get_be64((const unsigned char *)item);
+            if (L == 0 || p->r_poff) return violation(t, pi, "an empty or misplaced RTS");
+            p->reg_end = p->r_cons + L;
+            p->cts_pos = p->r_cons;
+            p->r_consumed++;
+            p->credit_pending++;
+            (*moved)++;
+            IH_TRY(issue_cts(t, pi));
+            continue;
+        }
+        if (!q) return IH_OK;
+        size_t take = il - p->r_poff < q->len - q->done ? il - p->r_poff : q->len - q->done;
+        memcpy(q->buf + q->done, item + p->r_poff, take);
+        q->done += take;
+        p->r_cons += take;
+        p->r_poff += (uint32_t)take;
+        t->st.rx_copied += take;
+        if (p->r_poff == il) {
+            p->r_consumed++;
+            p->credit_pending++;
+            p->r_poff = 0;
+        }
+        (*moved)++;
+        if (q->done == q->len) pop(&p->rq_head, &p->rq_tail);
     }
-    if (p->credit_pending && p->credit_out < t->S) {
-        IH_TRY(post_write(t, pi, p->raddr, NULL, 0, IB_CREDIT_FLAG | p->credit_pending, WR_CREDIT));
-        p->credit_out++;
-        p->credit_pending = 0;
-    }
+}
+
+static int eager_room(const ib_fabric *t, const ib_peer *p)
+{
+    return p->e_posted < p->s_credit + t->S && p->st_posted < p->st_done + t->S;
+}
+
+/* Copies len bytes into the next staging slot and writes them into the peer's ring. */
+static ih_err post_eager(ib_fabric *t, int pi, const void *src, uint32_t len, int kind)
+{
+    ib_peer *p = &t->peers[pi];
+    char *slot = sslot(t, pi, p->st_posted);
+    memcpy(slot, src, len);
+    IH_TRY(post_write(t, pi, p->raddr + (uint64_t)(p->e_posted % t->S) * t->B, p->rkey, slot, len,
+                      t->smr->lkey, IMM(kind, p->e_posted), WR_EAGER));
+    p->e_posted++;
+    p->st_posted++;
+    return IH_OK;
+}
+
+/* Sender: moves the queued sends to this peer as far as credits, replies and queues allow. */
+static ih_err send_progress(ib_fabric *t, int pi, int *moved)
+{
+    ib_peer *p = &t->peers[pi];
     while (p->sq_head) {
         comm_req *r = p->sq_head;
-        if (p->s_posted >= p->s_credit + t->S || p->s_posted >= p->s_done + t->S) break;
-        uint32_t len = (uint32_t)(r->len - r->done < t->B ? r->len - r->done : t->B);
-        char *slot = sslot(t, pi, p->s_posted);
-        memcpy(slot, r->buf + r->done, len);
-        IH_TRY(post_write(t, pi, p->raddr + (uint64_t)(p->s_posted % t->S) * t->B, slot, len,
-                          (uint32_t)(p->s_posted & IB_SEQ_MASK), WR_DATA));
-        p->s_posted++;
-        r->done += len;
+        if (!t->rdv || r->len < t->rdv) { /* small: eager */
+            if (!eager_room(t, p)) return IH_OK;
+            uint32_t n = (uint32_t)(r->len - p->s_off < t->B ? r->len - p->s_off : t->B);
+            IH_TRY(post_eager(t, pi, r->buf + p->s_off, n, IMM_DATA));
+            r->done += n;
+            p->s_off += n;
+            t->st.eager_small += n;
+        } else if (!p->s_rts) { /* large: announce it, then serve the receiver's replies */
+            if (!eager_room(t, p)) return IH_OK;
+            unsigned char hdr[8];
+            put_be64(hdr, r->len);
+            IH_TRY(post_eager(t, pi, hdr, 8, IMM_RTS));
+            p->s_rts = 1;
+        } else if (!p->c_active) {
+            if (p->cts_used == p->cts_seen) return IH_OK;
+            const unsigned char *c = cslot(t, 1, pi, p->cts_used);
+            p->c_addr = get_be64(c);
+            p->c_rkey = comm_get_be32(c + 8);
+            p->c_len = comm_get_be32(c + 12);
+            p->c_direct = comm_get_be32(c + 16) != 0;
+            p->c_off = 0;
+            p->c_idx = p->cts_used++;
+            if (p->c_len == 0 || p->c_len > r->len - p->s_off)
+                return violation(t, pi, "a reply for more bytes than the message has left");
+            p->c_active = 1;
+            continue;
+        } else if (p->c_direct) {
+            uint32_t n = p->c_len - p->c_off < t->piece ? p->c_len - p->c_off : t->piece;
+            char *src = r->buf + p->s_off;
+            const ib_region *rg = region_of(t, src, n);
+            if (rg) { /* zero copy: the device reads our buffer */
+                if (p->z_posted - p->z_done >= IB_NZ) return IH_OK;
+                IH_TRY(post_write(t, pi, p->c_addr + p->c_off, p->c_rkey, src, n, rg->mr->lkey,
+                                  IMM(IMM_DIRECT, p->c_idx), WR_ZCOPY));
+                p->z[p->z_posted % IB_NZ] = (ib_zrec){r, n};
+                p->z_posted++;
+                t->st.direct += n;
+            } else { /* one copy, through a staging slot */
+                if (p->st_posted >= p->st_done + t->S) return IH_OK;
+                if (n > t->B) n = t->B;
+                char *slot = sslot(t, pi, p->st_posted);
+                memcpy(slot, src, n);
+                IH_TRY(post_write(t, pi, p->c_addr + p->c_off, p->c_rkey, slot, n, t->smr->lkey,
+                                  IMM(IMM_DIRECT, p->c_idx), WR_STAGED));
+                p->st_posted++;
+                r->done += n;
+                t->st.staged += n;
+            }
+            p->s_off += n;
+            p->c_off += n;
+        } else { /* the receiver's buffer is not registered: through its ring */
+            if (!eager_room(t, p)) return IH_OK;
+            uint32_t n = p->c_len - p->c_off < t->B ? p->c_len - p->c_off : t->B;
+            IH_TRY(post_eager(t, pi, r->buf + p->s_off, n, IMM_DATA));
+            r->done += n;
+            p->s_off += n;
+            p->c_off += n;
+            t->st.eager_large += n;
+        }
         (*moved)++;
-        if (r->done == r->len) {
-            p->sq_head = r->next;
-            if (!p->sq_head) p->sq_tail = NULL;
+        if (p->c_active && p->c_off == p->c_len) p->c_active = 0;
+        if (p->s_off == r->len) {
+            pop(&p->sq_head, &p->sq_tail);
+            p->s_off = 0;
+            p->s_rts = 0;
         }
     }
     return IH_OK;
+}
+
+/* Delivers arrivals, returns credits, sends. */
+static ih_err progress_peer(ib_fabric *t, int pi, int *moved)
+{
+    ib_peer *p = &t->peers[pi];
+    IH_TRY(recv_progress(t, pi, moved));
+    if (p->credit_pending && p->credit_out < t->S) {
+        IH_TRY(post_write(t, pi, p->raddr, p->rkey, NULL, 0, 0, IMM(IMM_CREDIT, p->credit_pending), WR_CREDIT));
+        p->credit_out++;
+        p->credit_pending = 0;
+    }
+    return send_progress(t, pi, moved);
+}
+
+static ih_err ib_post(ib_fabric *t, int peer, void *buf, size_t len, comm_req *req, int kind)
+{
+    if (t->err) return sticky(t);
+    IH_ASSERT(peer >= 0 && peer < t->base.world && peer != t->base.rank, "bad peer %d", peer);
+    req->buf = buf;
+    req->len = len;
+    req->done = 0;
+    req->peer = peer;
+    req->kind = kind;
+    req->next = NULL;
+    req->pos = 0;
+    if (len == 0) return IH_OK;
+    ib_peer *p = &t->peers[peer];
+    if (kind == COMM_REQ_SEND) {
+        enqueue(&p->sq_head, &p->sq_tail, req);
+        return IH_OK;
+    }
+    req->pos = p->r_posted;
+    p->r_posted += len;
+    enqueue(&p->rq_head, &p->rq_tail, req);
+    ih_err e = issue_cts(t, peer); /* reply at once when a large message waits for this receive */
+    return e ? fail_now(t, e) : IH_OK;
 }
 
 static ib_peer *peer_of(ib_fabric *t, struct rdma_cm_id *id)
@@ -302,12 +609,13 @@ static ih_err drain_cm(ib_fabric *t)
     }
 }
 
+/* Called after IB_SPIN rounds without progress: a peer that left while we still owe it or
+ * expect from it data, or wait for its reply or for our writes to it, can never complete. */
 static int peer_stuck(ib_fabric *t, int pi)
 {
     ib_peer *p = &t->peers[pi];
     return p->gone == 2 && ih_now_ns() - p->gone_ns > IB_GONE_GRACE_NS &&
-           ((p->rq_head && p->r_consumed == p->r_arrived) ||
-                            (p->sq_head && p->s_posted >= p->s_credit + t->S));
+           (p->rq_head || p->sq_head || p->z_done < p->z_posted);
 }
 
 static ih_err ib_wait(comm_fabric *f, comm_req *req, int64_t timeout_ms)
@@ -365,8 +673,8 @@ static ih_err ib_wait(comm_fabric *f, comm_req *req, int64_t timeout_ms)
     return IH_OK;
 }
 
-/* Before disconnecting, lets the data writes already posted complete: a send request is done
- * once its bytes are in the staging ring, so the last pieces of a job may still be in flight
+/* Before disconnecting, lets the data writes already posted complete: a staged send request
+ * is done once its bytes are in the staging ring, so the last pieces of a job may still be in flight
  * (tcp gets this from the kernel's graceful close). Bounded; skipped after a failure. */
 static void drain_sends(ib_fabric *t)
 {
@@ -374,7 +682,8 @@ static void drain_sends(ib_fabric *t)
     while (!t->err && t->cq && ih_now_ns() < end) {
         int busy = 0, n = 0;
         for (int p = 0; p < t->base.world; p++)
-            busy |= t->peers[p].established && !t->peers[p].gone && t->peers[p].s_done < t->peers[p].s_posted;
+            busy |= t->peers[p].established && !t->peers[p].gone &&
+                    (t->peers[p].st_done < t->peers[p].st_posted || t->peers[p].z_done < t->peers[p].z_posted);
         if (!busy || drain_cq(t, &n)) return;
         if (!n) usleep(100);
     }
@@ -392,6 +701,7 @@ static void ib_destroy(comm_fabric *f)
         rdma_destroy_id(t->peers[p].id);
     }
     if (t->listen_id) rdma_destroy_id(t->listen_id);
+    for (int i = 0; i < t->nreg; i++) ibv_dereg_mr(t->reg[i].mr);
     if (t->rmr) ibv_dereg_mr(t->rmr);
     if (t->smr) ibv_dereg_mr(t->smr);
     if (t->cq) ibv_destroy_cq(t->cq);
@@ -405,6 +715,38 @@ static void ib_destroy(comm_fabric *f)
     free(t);
 }
 
+static ih_err ib_reg(comm_fabric *f, void *buf, size_t bytes)
+{
+    ib_fabric *t = (ib_fabric *)f;
+    if (!t->pd) return IH_OK; /* one rank: nothing to move */
+    IH_ASSERT(t->nreg < IB_MAX_REG, "more than %d RDMA regions", IB_MAX_REG);
+    char what[96];
+    snprintf(what, sizeof what, "buffer at %p registered by rank %d for zero-copy transfers", buf, t->base.rank);
+    struct ibv_mr *mr = NULL;
+    IH_TRY(ibw_reg_mr(&mr, t->pd, buf, bytes, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE, what));
+    t->reg[t->nreg++] = (ib_region){.base = buf, .len = bytes, .mr = mr};
+    IH_INFO(IH_LOG_NET, "ib fabric: rank %d registered %zu B at %p (rkey 0x%x)", t->base.rank, bytes, buf, mr->rkey);
+    return IH_OK;
+}
+
+static void ib_dereg(comm_fabric *f, void *buf)
+{
+    ib_fabric *t = (ib_fabric *)f;
+    for (int i = 0; i < t->nreg; i++)
+        if (t->reg[i].base == (char *)buf) {
+            ibv_dereg_mr(t->reg[i].mr);
+            t->reg[i] = t->reg[--t->nreg];
+            return;
+        }
+}
+
+static void ib_stats(const comm_fabric *f, comm_stats *out)
+{
+    const ib_fabric *t = (const ib_fabric *)f;
+    *out = t->st;
+    out->threshold = t->rdv;
+}
+
 static const comm_fabric_ops k_ib_ops = {
     .name = "ib",
     .post_send = ib_post_send,
@@ -412,6 +754,9 @@ static const comm_fabric_ops k_ib_ops = {
     .wait = ib_wait,
     .abort = ib_abort,
     .destroy = ib_destroy,
+    .reg = ib_reg,
+    .dereg = ib_dereg,
+    .stats = ib_stats,
 };
 
 static const unsigned char k_magic[4] = {'I', 'H', 'I', 'B'};
@@ -424,9 +769,8 @@ static void hello_fill(const ib_fabric *t, int peer, comm_ib_hello *h)
     comm_put_be32(h->slots, t->S);
     comm_put_be32(h->slot_bytes, t->B);
     comm_put_be32(h->rkey, t->rmr->rkey);
-    uint64_t a = (uint64_t)(uintptr_t)rslot((ib_fabric *)t, peer, 0);
-    comm_put_be32(h->addr, (uint32_t)(a >> 32));
-    comm_put_be32(h->addr + 4, (uint32_t)a);
+    put_be64(h->addr, (uint64_t)(uintptr_t)rslot((ib_fabric *)t, peer, 0));
+    put_be64(h->ctrl, (uint64_t)(uintptr_t)cslot((ib_fabric *)t, 1, peer, 0));
 }
 
 /* Checks a peer's hello; fills its ring. `expect` = the rank it must be, or -1 for any higher. */
@@ -448,9 +792,20 @@ static ih_err hello_parse(ib_fabric *t, const void *data, size_t len, int expect
                        "IH_IB_SLOTS / IH_IB_SLOT_KB alike on every rank", r, comm_get_be32(h.slots),
                        comm_get_be32(h.slot_bytes), t->base.rank, t->S, t->B);
     t->peers[r].rkey = comm_get_be32(h.rkey);
-    t->peers[r].raddr = (uint64_t)comm_get_be32(h.addr) << 32 | comm_get_be32(h.addr + 4);
+    t->peers[r].raddr = get_be64(h.addr);
+    t->peers[r].rctrl = get_be64(h.ctrl);
     *rank_out = r;
     return IH_OK;
+}
+
+/* Work requests one QP may hold. Send queue: staging-slot writes (eager items and staged
+ * pieces) <= S, credit returns <= S, replies <= IB_NCTS, zero-copy pieces <= IB_NZ. Receive
+ * queue: what the peer may have in flight towards us: ring items <= S, credits <= S, replies
+ * <= IB_NCTS, direct pieces <= S + IB_NZ (an RNR retry, set to infinite, covers a receive
+ * queue that ran dry because we did not poll). */
+static uint32_t qp_depth(const ib_fabric *t, int recv)
+{
+    return recv ? 3 * t->S + IB_NCTS + IB_NZ + 4 : 2 * t->S + IB_NCTS + IB_NZ + 2;
 }
 
 static ih_err setup_qp(ib_fabric *t, int pi, struct rdma_cm_id *id, const char *what)
@@ -464,13 +819,13 @@ static ih_err setup_qp(ib_fabric *t, int pi, struct rdma_cm_id *id, const char *
     a.send_cq = t->cq;
     a.recv_cq = t->cq;
     a.qp_type = IBV_QPT_RC;
-    a.cap.max_send_wr = 2 * t->S + 2;
-    a.cap.max_recv_wr = 2 * t->S + 2;
+    a.cap.max_send_wr = qp_depth(t, 0);
+    a.cap.max_recv_wr = qp_depth(t, 1);
     a.cap.max_send_sge = 1;
     a.cap.max_recv_sge = 1;
     IH_TRY(ibw_create_qp(id, t->pd, &a, what));
     t->peers[pi].id = id;
-    for (uint32_t i = 0; i < 2 * t->S + 2; i++) IH_TRY(post_one_recv(t, pi));
+    for (uint32_t i = 0; i < qp_depth(t, 1); i++) IH_TRY(post_one_recv(t, pi));
     return IH_OK;
 }
 
@@ -720,6 +1075,8 @@ ih_err comm_fabric_ib_create(comm_fabric **out, comm_store *store, const char *n
     t->base.stalled_peer = -1;
     t->S = (uint32_t)env_num("IH_IB_SLOTS", 4, 1, 1024);
     t->B = (uint32_t)env_num("IH_IB_SLOT_KB", 256, 1, 1 << 20) * 1024u;
+    t->rdv = (size_t)env_num("IH_IB_RDV_KB", IB_RDV_KB_DEFAULT, 0, 1 << 20) * 1024u;
+    t->piece = (uint32_t)env_num("IH_IB_PIECE_KB", IB_PIECE_KB_DEFAULT, 1, 1 << 20) * 1024u;
     t->peers = calloc((size_t)world, sizeof *t->peers);
     t->r_len_all = calloc((size_t)world * t->S, sizeof *t->r_len_all);
     if (!t->peers || !t->r_len_all) {
@@ -734,10 +1091,15 @@ ih_err comm_fabric_ib_create(comm_fabric **out, comm_store *store, const char *n
     comm_store_local_addr(store, t->ip, sizeof t->ip);
     gethostname(t->host, sizeof t->host - 1);
     IH_TRY_GOTO(open_local(t, t->ip, opts, &port), e, fail);
+    struct ibv_port_attr pa;
+    IH_TRY_GOTO(ibw_query_port(t->ctx, t->listen_id->port_num, &pa), e, fail);
+    if (pa.max_msg_sz && t->piece > pa.max_msg_sz) t->piece = (uint32_t)pa.max_msg_sz;
     IH_TRY_GOTO(ibw_alloc_pd(&t->pd, t->ctx), e, fail);
     IH_TRY_GOTO(ibw_create_comp_channel(&t->comp_ch, t->ctx), e, fail);
-    IH_TRY_GOTO(ibw_create_cq(&t->cq, t->ctx, (world - 1) * (int)(4 * t->S + 4) + 16, t->comp_ch), e, fail);
-    size_t ring = (size_t)world * t->S * t->B;
+    IH_TRY_GOTO(ibw_create_cq(&t->cq, t->ctx, (world - 1) * (int)(qp_depth(t, 0) + qp_depth(t, 1)) + 16,
+                              t->comp_ch), e, fail);
+    /* each area: the rings, then the reply slots */
+    size_t ring = ((size_t)world * t->S * t->B + (size_t)world * IB_NCTS * IB_CTS_BYTES + 4095) / 4096 * 4096;
     t->rring = aligned_alloc(4096, ring);
     t->sring = aligned_alloc(4096, ring);
     if (!t->rring || !t->sring) {
@@ -778,8 +1140,9 @@ ih_err comm_fabric_ib_create(comm_fabric **out, comm_store *store, const char *n
     IH_TRY_GOTO(accept_peers(t, deadline, timeout_ms), e, fail);
     rdma_destroy_id(t->listen_id); /* no more connections; the accepted ids stay */
     t->listen_id = NULL;
-    IH_INFO(IH_LOG_NET, "ib fabric: rank %d connected to %d peers (%u slots x %u KiB per peer)",
-            rank, world - 1, t->S, t->B / 1024);
+    IH_INFO(IH_LOG_NET, "ib fabric: rank %d connected to %d peers (%u slots x %u KiB per peer; "
+            "messages from %zu KiB direct between registered buffers, pieces up to %u KiB)",
+            rank, world - 1, t->S, t->B / 1024, t->rdv / 1024, t->piece / 1024);
     *out = &t->base;
     return IH_OK;
 fail:

@@ -1,21 +1,47 @@
 /* transport/fabric_ib.h — the ib fabric: RDMA over InfiniBand or RoCE (libibverbs + librdmacm),
  * one RC queue pair per pair of ranks, behind the same interface as tcp (fabric.h).
  *
- * Data path (eager, copy-in/copy-out through rings registered once at create; nothing is
- * registered or allocated after create):
+ * Per peer and direction the bytes form one stream that each side cuts with its own requests
+ * (a sender may post a whole half-buffer that the receiver takes as pipelining chunks).
+ * Nothing is registered or allocated after create, except by comm_ctx_register (set-up).
+ *
+ * Eager path (messages below the rendezvous threshold T, IH_IB_RDV_KB, default 64 KiB; and
+ * large messages whose receive buffer is not registered): copy-in/copy-out through rings
+ * registered at create.
  *   - For every peer, each rank owns a receive ring of S slots x B bytes that the peer writes
- *     into, and a send staging ring of the same shape. A message of len bytes moves as
- *     ceil(len/B) pieces; piece n goes from staging slot n%S with one RDMA WRITE WITH IMMEDIATE
- *     into the peer's receive slot n%S, imm = n mod 2^31 (names the slot; checked in order).
- *   - Credits: the receiver copies a piece out of its slot into the posted receive buffer and
- *     then returns the slot with a zero-length WRITE WITH IMMEDIATE, imm = 2^31 | count. A
- *     sender posts piece n only after slot n%S has come back both from the peer (credit) and
- *     from its own send completion, so it never overwrites a slot the receiver still reads.
- *   - Completions: one CQ with a completion channel; wait() polls, spins briefly, then sleeps
- *     on the channel and on the rdma_cm channel (which reports a peer's disconnect).
+ *     into, and a send staging ring of the same shape. Ring item n (a data piece of at most B
+ *     bytes, or an RTS, below) goes from a staging slot with one RDMA WRITE WITH IMMEDIATE
+ *     into the peer's receive slot n%S; the immediate is its kind and n mod 2^29 (checked in
+ *     order). The receiver copies pieces into its posted receives, across their boundaries.
+ *   - Credits: the receiver returns consumed slots with a zero-length WRITE WITH IMMEDIATE
+ *     (kind CREDIT, count). A sender writes item n only when slot n%S came back both from the
+ *     peer (credit) and from its own send completion, so it never overwrites a slot the
+ *     receiver still reads.
+ * Rendezvous (messages of at least T bytes), zero copies when both buffers are registered:
+ *   1. The sender puts an RTS item in the ring: "the next L stream bytes are one message".
+ *   2. The receiver, when the RTS is next in its stream, answers for each posted receive that
+ *      the message overlaps (as soon as it is posted; up to 8 answers ahead) with a reply
+ *      (CTS): a 20-byte WRITE WITH IMMEDIATE into the sender's reply slot i%8 naming
+ *      (address, rkey, length) in that receive's buffer when it lies in a registered region,
+ *      or "eager" when it does not. Reply slot i%8 is reused only after segment i completed,
+ *      which the sender cannot reach before it has read the reply.
+ *   3. The sender serves the replies in order: "direct" -> RDMA WRITE WITH IMMEDIATE (kind
+ *      DIRECT, reply number) in pieces of at most IH_IB_PIECE_KB (default 4 MiB, capped at
+ *      the port's max_msg_sz) straight from its registered source (zero copies), or, when the
+ *      source is not registered, from a staging slot (one copy); "eager" -> ring pieces.
+ *   4. The receiver completes a direct segment when the immediates' byte counts add up to
+ *      its length; a send request is complete when its zero-copy writes completed (the
+ *      source may then be reused) and its staged bytes were copied.
+ *   Both sides decide per message without a header: the sender by its own length, the
+ *   receiver by the RTS in its stream (T need not be the same on every rank).
+ *   The threshold is a sender-local choice (IH_IB_RDV_KB; 0 turns the rendezvous off).
+ *   Completions: one CQ with a completion channel; wait() polls, spins briefly, then sleeps
+ *   on the channel and on the rdma_cm channel (which reports a peer's disconnect).
+ * Byte counters per path (comm_ctx_stats) show which way the bytes went.
  * Set-up: each rank listens with rdma_cm on the address through which it reaches the store,
  * publishes "<ns>/ib/<rank>" = "ip port host", connects to every lower rank (address and
- * route resolution, RC QP, private data comm_ib_hello carrying its ring's address and rkey)
+ * route resolution, RC QP, private data comm_ib_hello carrying its ring's and reply slots'
+ * addresses and rkey)
  * and accepts every higher rank (the accept carries the acceptor's hello).
  */
 #ifndef COMM_FABRIC_IB_H
@@ -35,8 +61,9 @@ typedef struct {
     unsigned char slot_bytes[4]; /* B */
     unsigned char rkey[4];       /* of the sender's receive ring for this peer */
     unsigned char addr[8];       /* its address */
+    unsigned char ctrl[8];       /* address of the sender's reply slots for this peer (same rkey) */
 } comm_ib_hello;
-_Static_assert(sizeof(comm_ib_hello) == 32, "ib hello is 32 bytes (fits RC connect private data)");
+_Static_assert(sizeof(comm_ib_hello) == 40, "ib hello is 40 bytes (RC connect private data holds 56)");
 
 typedef struct {
     const char *dev;   /* required device name (NULL: env IH_IB_DEV, else the address's device) */
