@@ -163,13 +163,14 @@ static ih_err send_try_post(comm_ctx *c, int peer, const void *buf, size_t bytes
 typedef struct { int t; size_t j; } ring_cur;
 
 /* Moves `cur` onto the next existing item (segments may have no chunks); returns 0 past the
- * end. Writes the item's place in buf. */
-static int ring_item(const comm_ctx *c, size_t n, ring_cur *cur, int nsteps, size_t *off, size_t *len)
+ * end. Writes the item's place in buf. With rotation `rot` (0 or -1) the segment received in
+ * step t is (r - t - 1 + rot) mod k. */
+static int ring_item(const comm_ctx *c, size_t n, ring_cur *cur, int nsteps, int rot, size_t *off, size_t *len)
 {
     int k = c->boot.world, r = c->boot.rank;
     size_t ce = c->chunk_elems, K = (size_t)k;
     for (; cur->t < nsteps; cur->t++, cur->j = 0) {
-        size_t s = (size_t)((r - cur->t - 1 + 2 * k) % k), so = blk_off(n, K, s);
+        size_t s = (size_t)((r - cur->t - 1 + rot + 2 * k) % k), so = blk_off(n, K, s);
         size_t sl = blk_off(n, K, s + 1) - so;
         if (cur->j < nchunks(c, sl)) {
             *off = so + cur->j * ce;
@@ -180,30 +181,33 @@ static int ring_item(const comm_ctx *c, size_t n, ring_cur *cur, int nsteps, siz
     return 0;
 }
 
-static ih_err allreduce_ring(comm_ctx *c, float *buf, size_t n)
+/* Steps [t0, t1) of the ring. The allreduce is steps [0, 2(k-1)) with rot 0. With rot -1 the
+ * segments shift by one so that rank r ends the reduce-scatter half (steps [0, k-1)) owning
+ * segment r, and the allgather half (steps [k-1, 2(k-1))) starts from segment r. */
+static ih_err ring_steps(comm_ctx *c, float *buf, size_t n, int t0, int t1, int rot)
 {
     int k = c->boot.world, r = c->boot.rank;
-    int right = (r + 1) % k, left = (r + k - 1) % k, nsteps = 2 * (k - 1);
+    int right = (r + 1) % k, left = (r + k - 1) % k, nsteps = t1;
     size_t K = (size_t)k;
     comm_req rq[COMM_NTMP];
-    /* step 0 sends our own segment r whole */
-    size_t o = blk_off(n, K, (size_t)r);
-    IH_TRY(send_post(c, right, buf + o, (blk_off(n, K, (size_t)r + 1) - o) * sizeof(float)));
+    /* step t0 sends, whole, the segment this rank holds: its own (t0 = 0) or its reduced one */
+    size_t s0 = (size_t)((r - t0 + rot + 2 * k) % k), o = blk_off(n, K, s0);
+    IH_TRY(send_post(c, right, buf + o, (blk_off(n, K, s0 + 1) - o) * sizeof(float)));
 
     /* Three cursors over the items: `post` runs up to COMM_NTMP receives ahead of `cons`;
      * `fwd` follows `cons`, forwarding each consumed item to the right when a send slot is
      * free. Forwarding must never block here: a rank blocked on a send while it no longer
      * posts receives deadlocks with a neighbour doing the same. */
-    ring_cur post = {0, 0}, cons = {0, 0}, fwd = {0, 0};
+    ring_cur post = {t0, 0}, cons = {t0, 0}, fwd = {t0, 0};
     size_t npost = 0, ncons = 0, nfwd = 0, off = 0, len = 0; /* set by ring_item */
     for (;;) {
-        while (npost - ncons < COMM_NTMP && ring_item(c, n, &post, nsteps, &off, &len)) {
+        while (npost - ncons < COMM_NTMP && ring_item(c, n, &post, nsteps, rot, &off, &len)) {
             void *dst = post.t < k - 1 ? (void *)c->tmp[npost % COMM_NTMP] : (void *)(buf + off);
             IH_TRY(comm_fabric_post_recv(c->fab, left, dst, len * sizeof(float), &rq[npost % COMM_NTMP]));
             npost++;
             post.j++;
         }
-        while (nfwd < ncons && ring_item(c, n, &fwd, nsteps - 1, &off, &len)) {
+        while (nfwd < ncons && ring_item(c, n, &fwd, nsteps - 1, rot, &off, &len)) {
             int ok = 0;
             IH_TRY(send_try_post(c, right, buf + off, len * sizeof(float), &ok));
             if (!ok) break;
@@ -211,18 +215,23 @@ static ih_err allreduce_ring(comm_ctx *c, float *buf, size_t n)
             fwd.j++;
         }
         if (ncons == npost) break;
-        ring_item(c, n, &cons, nsteps, &off, &len);
+        ring_item(c, n, &cons, nsteps, rot, &off, &len);
         IH_TRY(comm_fabric_wait(c->fab, &rq[ncons % COMM_NTMP], c->timeout_ms));
         if (cons.t < k - 1) comm_reduce_sum_f32(buf + off, c->tmp[ncons % COMM_NTMP], len);
         ncons++;
         cons.j++;
     }
     /* every receive is done: what is left to forward can wait for slots */
-    while (ring_item(c, n, &fwd, nsteps - 1, &off, &len)) {
+    while (ring_item(c, n, &fwd, nsteps - 1, rot, &off, &len)) {
         IH_TRY(send_post(c, right, buf + off, len * sizeof(float)));
         fwd.j++;
     }
     return send_drain(c);
+}
+
+static ih_err allreduce_ring(comm_ctx *c, float *buf, size_t n)
+{
+    return ring_steps(c, buf, n, 0, 2 * (c->boot.world - 1), 0);
 }
 
 /* ---- public ---- */
@@ -265,6 +274,37 @@ ih_err comm_coll_allreduce(comm_ctx *c, float *buf, size_t n, comm_algo algo)
         return comm_ctx_fail(c, e, op);
     }
     return IH_OK;
+}
+
+void comm_coll_block(size_t n, int k, int b, size_t *off, size_t *len)
+{
+    *off = blk_off(n, (size_t)k, (size_t)b);
+    *len = blk_off(n, (size_t)k, (size_t)b + 1) - *off;
+}
+
+/* The two halves of the ring allreduce on their own (ring_steps with rot -1). */
+static ih_err ring_half(comm_ctx *c, float *buf, size_t n, int second, const char *what)
+{
+    if (c->err) return ih_fail(c->err, "%s", c->errmsg);
+    int k = c->boot.world;
+    if (k == 1 || n == 0) return IH_OK;
+    ih_err e = second ? ring_steps(c, buf, n, k - 1, 2 * (k - 1), -1) : ring_steps(c, buf, n, 0, k - 1, -1);
+    if (e) {
+        char op[96];
+        snprintf(op, sizeof op, "%s(ring, %zu B)", what, n * sizeof(float));
+        return comm_ctx_fail(c, e, op);
+    }
+    return IH_OK;
+}
+
+ih_err comm_coll_reduce_scatter(comm_ctx *c, float *buf, size_t n)
+{
+    return ring_half(c, buf, n, 0, "reduce_scatter");
+}
+
+ih_err comm_coll_allgather(comm_ctx *c, float *buf, size_t n)
+{
+    return ring_half(c, buf, n, 1, "allgather");
 }
 
 static ih_err broadcast_tree(comm_ctx *c, char *buf, size_t bytes, int root)

@@ -214,6 +214,16 @@ static void name_stalled_root(comm_ctx *c, char *msg, size_t cap)
 
 ih_err comm_ctx_fail(comm_ctx *c, ih_err e, const char *op)
 {
+    if (c->parent) { /* a view (comm_ctx_split): the parent publishes, closes and names */
+        char pop[256];
+        snprintf(pop, sizeof pop, "%s %s", op, c->label);
+        e = comm_ctx_fail(c->parent, e, pop);
+        if (!c->err) {
+            c->err = e;
+            snprintf(c->errmsg, sizeof c->errmsg, "%s", ih_last_error());
+        }
+        return ih_fail(c->err, "%s", c->errmsg);
+    }
     char msg[1024], first[1400] = "";
     snprintf(msg, sizeof msg, "%s", ih_last_error());
     if (c->store && !c->err && e == IH_E_TIMEOUT) name_stalled_root(c, msg, sizeof msg);

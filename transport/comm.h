@@ -105,4 +105,24 @@ ih_err comm_coll_broadcast(comm_ctx *c, void *buf, size_t bytes, int root);
 /* Returns once every rank entered (dissemination barrier, ceil(log2 k) rounds). */
 ih_err comm_coll_barrier(comm_ctx *c);
 
+/* Block b of k over n elements: [*off, *off + *len); the first n % k blocks have one element
+ * more. The layout of comm_coll_reduce_scatter / comm_coll_allgather. Pure. */
+void comm_coll_block(size_t n, int k, int b, size_t *off, size_t *len);
+/* In place, ring: afterwards block r (comm_coll_block(n, world, r)) of rank r's buf holds the
+ * sum over ranks of that block; the other blocks hold partial sums (scratch). Sends
+ * (k-1)/k * n floats per rank. No allocation. */
+ih_err comm_coll_reduce_scatter(comm_ctx *c, float *buf, size_t n);
+/* In place, ring: afterwards every rank's buf holds block q of rank q's buf for every q. */
+ih_err comm_coll_allgather(comm_ctx *c, float *buf, size_t n);
+
+/* Sub-communicators (MPI_Comm_split). Collective over `parent`: the ranks that pass the same
+ * color >= 0 form one child, ranked by (key, parent rank); color -1 gets *out = NULL. A
+ * child is a view: it uses the parent's connections (no new ones, no store round), so it
+ * costs one small allreduce on the parent and its scratch buffers. Failures inside a child
+ * go through the parent's failure protocol, so messages name parent ranks and the job's
+ * first failure, and the parent (with every other child) fails too. A child and its parent
+ * are used by the same one thread, one operation at a time; destroy children (with
+ * comm_ctx_destroy) before the parent. IH_E_USAGE for color < -1 or |color|, |key| >= 2^23. */
+ih_err comm_ctx_split(comm_ctx *parent, int color, int key, comm_ctx **out);
+
 #endif

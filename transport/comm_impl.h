@@ -26,11 +26,18 @@ struct comm_ctx {
     int nreg;
     ih_err err;                /* sticky first error */
     char errmsg[2600];
+    comm_ctx *parent;          /* comm_ctx_split: the ctx whose connections and failure protocol
+                                  this view uses (NULL for a ctx of its own) */
+    char label[96];            /* comm_ctx_split: names the group in failure messages */
 };
 
 /* Turns a fabric error during `op` into the ctx's sticky error: publishes the first failure
  * in the store, closes the fabric, and returns the error with a message naming the op and
  * the job's first failure. */
 ih_err comm_ctx_fail(comm_ctx *c, ih_err e, const char *op);
+
+/* comm_split.c: a fabric that maps the ranks of a sub-communicator onto its parent's
+ * fabric, which keeps owning the connections. *out is destroyed with comm_fabric_destroy. */
+ih_err comm_fabric_view_create(comm_fabric **out, comm_fabric *real, const int *map, int rank, int world);
 
 #endif

@@ -1,0 +1,126 @@
+/* test_hier_rank_killed — real processes through the local launcher, 2 simulated nodes x 2
+ * ranks (node = rank / 2): a clean run of two-level allreduces is exact and exits 0; a rank
+ * killed (SIGKILL) in the middle of them makes every other rank fail, on its own node and on
+ * the other, with a message naming it ("rank 2 (host ..."), and the launcher returns its
+ * status (128+9). Rank 2 is local rank 0 of node 1: its node peer (rank 3) sees it inside the
+ * node, its cross-node peer (rank 0) across nodes, and rank 1 only through the others.
+ *
+ * The test runs itself: without RANK in the environment it is the launcher; with RANK it is
+ * a rank (mode and output folder in IH_TEST_MODE / IH_TEST_OUT). Ranks write their final
+ * error to OUT/rankN.txt.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "tests/check.h"
+#include "transport/comm.h"
+#include "transport/hier.h"
+#include "transport/launch.h"
+
+extern char **environ;
+
+static void *killer(void *arg)
+{
+    (void)arg;
+    struct timespec ts = {0, 400000000L};
+    nanosleep(&ts, NULL);
+    raise(SIGKILL);
+    return NULL;
+}
+
+static int rank_main(const char *mode, const char *out)
+{
+    comm_boot_info b;
+    comm_ctx *c = NULL;
+    comm_hier *h = NULL;
+    ih_err e = comm_boot_from_env(&b, (const char *const *)environ);
+    if (!e) e = comm_ctx_create(&c, &b, NULL);
+    char node[32];
+    snprintf(node, sizeof node, "sim%d", b.rank / 2);
+    if (!e) e = comm_hier_open(&h, c, COMM_HIER_ON, node);
+    size_t n = (1u << 20) + 3;
+    float *v = calloc(n, sizeof(float));
+    int killing = !strcmp(mode, "kill");
+    if (!e && killing && b.rank == 2) {
+        pthread_t th;
+        pthread_create(&th, NULL, killer, NULL);
+    }
+    /* clean mode: 4 allreduces; kill mode: until the failure (bounded by 30 s) */
+    double t0 = ih_now_s();
+    for (int it = 0; !e && (killing ? ih_now_s() - t0 < 30 : it < 4); it++) {
+        for (size_t i = 0; i < n; i++) v[i] = (float)(b.rank + 1);
+        e = comm_hier_allreduce(h, v, n, it % 2 ? COMM_ALGO_HD : COMM_ALGO_RING);
+        const float want = (float)(b.world * (b.world + 1) / 2);
+        if (!e && (v[0] != want || v[n - 1] != want))
+            e = ih_fail(IH_E_INTERNAL, "wrong sum %g / %g, expected %g", (double)v[0], (double)v[n - 1], (double)want);
+    }
+    char path[512];
+    snprintf(path, sizeof path, "%s/rank%d.txt", out, b.rank);
+    FILE *f = fopen(path, "w");
+    if (f) { fprintf(f, "%s", e ? ih_last_error() : "ok"); fclose(f); }
+    free(v);
+    comm_hier_destroy(h);
+    comm_ctx_destroy(c);
+    return e ? 1 : 0;
+}
+
+static void rank_file(const char *dir, int r, char *buf, size_t cap)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/rank%d.txt", dir, r);
+    buf[0] = 0;
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    size_t n = fread(buf, 1, cap - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    unlink(path);
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc;
+    const char *mode = getenv("IH_TEST_MODE"), *out = getenv("IH_TEST_OUT");
+    if (getenv("RANK") && mode && out) return rank_main(mode, out);
+
+    char dir[] = "/tmp/ih-hier-kill-XXXXXX";
+    if (!mkdtemp(dir)) { perror("mkdtemp"); return 1; }
+    char outv[600];
+    snprintf(outv, sizeof outv, "IH_TEST_OUT=%s", dir);
+    char msg[4096];
+    comm_launch_result res;
+
+    const char *env_clean[] = {"IH_TEST_MODE=clean", outv, "IH_COMM_TIMEOUT_S=10", NULL};
+    comm_launch_opts o = {.grace_s = 5, .extra_env = env_clean};
+    int rc = comm_launch_local(4, argv, &o, &res);
+    CHECK(rc == 0 && res.first_failed_rank == -1, "clean run: rc %d, first failed rank %d", rc, res.first_failed_rank);
+    for (int r = 0; r < 4; r++) {
+        rank_file(dir, r, msg, sizeof msg);
+        CHECK(!strcmp(msg, "ok"), "clean run, rank %d: %s", r, msg);
+    }
+
+    const char *env_kill[] = {"IH_TEST_MODE=kill", outv, "IH_COMM_TIMEOUT_S=5", NULL};
+    o.extra_env = env_kill;
+    double t0 = ih_now_s();
+    rc = comm_launch_local(4, argv, &o, &res);
+    double dt = ih_now_s() - t0;
+    CHECK(rc == 128 + SIGKILL, "launcher returned %d, expected %d (the killed rank's status)", rc, 128 + SIGKILL);
+    CHECK(res.first_failed_rank == 2, "first failed rank %d, expected 2", res.first_failed_rank);
+    CHECK(dt < 5.0, "the job took %.1f s to end after a rank died (others should fail at once)", dt);
+    for (int r = 0; r < 4; r++) {
+        rank_file(dir, r, msg, sizeof msg);
+        if (r == 2) continue;
+        CHECK(res.exit_codes[r] == 1, "rank %d exited %d, expected 1 (failed on its own)", r, res.exit_codes[r]);
+        CHECK(strstr(msg, "rank 2 (host ") != NULL, "rank %d's message does not name rank 2: %s", r, msg);
+        printf("rank %d: %s\n", r, msg);
+    }
+    rmdir(dir);
+    return ih_test_result();
+}
