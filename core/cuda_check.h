@@ -1,17 +1,22 @@
-/* core/cuda_check.h — the one place where CUDA, cuDNN and cuBLAS status codes become ih_err.
+/* core/cuda_check.h — the one place where CUDA, cuDNN, cuBLAS and NCCL status codes become
+ * ih_err.
  *
  * Every call into those libraries goes through one of these macros, which return (or jump to
  * a cleanup label with) IH_E_CUDA and a message naming the call, the library's error string
  * and where it happened. IH_CUDA_LAUNCHED() checks a kernel launch (cudaGetLastError), as
  * STYLE.md asks after every launch. Include from .cu files (or C files that include the CUDA
- * headers themselves); header-only, no state.
+ * headers themselves); header-only, no state. Code that uses only the runtime (and NCCL)
+ * defines IH_CUDA_CHECK_RUNTIME_ONLY first, so it needs no cuDNN/cuBLAS headers; the NCCL
+ * macros exist when <nccl.h> was included before this header.
  */
 #ifndef IH_CUDA_CHECK_H
 #define IH_CUDA_CHECK_H
 
-#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
+#ifndef IH_CUDA_CHECK_RUNTIME_ONLY
+#include <cublas_v2.h>
 #include <cudnn.h>
+#endif
 
 #include "core/err.h"
 
@@ -56,6 +61,27 @@
             goto label;                                                          \
         }                                                                        \
     } while (0)
+
+#ifdef NCCL_H_
+/* ncclInProgress is not a failure: a non-blocking communicator's call is still running. */
+#define IH_NCCL_FAIL_(call, r, comm)                                                         \
+    ih_fail(IH_E_CUDA, "NCCL: %s failed: %s (%s) (%s:%d)", #call, ncclGetErrorString(r),     \
+            ncclGetLastError(comm), __FILE__, __LINE__)
+#define IH_NCCL_GOTO(call, comm, errvar, label)                                              \
+    do {                                                                                     \
+        ncclResult_t ih_nr_ = (call);                                                        \
+        if (ih_nr_ != ncclSuccess && ih_nr_ != ncclInProgress) {                             \
+            (errvar) = IH_NCCL_FAIL_(call, ih_nr_, comm);                                    \
+            goto label;                                                                      \
+        }                                                                                    \
+    } while (0)
+#define IH_NCCL(call, comm)                                                                  \
+    do {                                                                                     \
+        ncclResult_t ih_nr_ = (call);                                                        \
+        if (ih_nr_ != ncclSuccess && ih_nr_ != ncclInProgress)                               \
+            return IH_NCCL_FAIL_(call, ih_nr_, comm);                                        \
+    } while (0)
+#endif
 
 /* After a <<<...>>> launch: a bad configuration shows up here, not at the next sync. */
 #define IH_CUDA_LAUNCHED(what)                                                     \

@@ -1,0 +1,223 @@
+/* transport/nccl_intra.c — NCCL inside the node for the two-level allreduce (see
+ * nccl_intra.h). Compiled only with IH_WITH_NCCL. Every CUDA and NCCL call is checked through
+ * core/cuda_check.h; the first failure is sticky and the communicator is aborted at destroy.
+ *
+ * The unique id travels over the node's sub-communicator (a broadcast from local rank 0),
+ * not through the store: the sub-communicator is already connected, its wait has the job's
+ * timeout, and a failure there goes through the job's failure protocol like any other.
+ */
+#define IH_CUDA_CHECK_RUNTIME_ONLY
+#include <nccl.h>
+
+#include "nccl_intra.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/clock.h"
+#include "core/cuda_check.h"
+#include "core/log.h"
+
+typedef struct {
+    comm_intra base;
+    ncclComm_t nc;   /* NULL once aborted */
+    int L, l;        /* local size, local rank */
+    char node[COMM_NODE_NAME_MAX + 1];
+    int64_t timeout_ms;
+    float *pinned;   /* cap floats: this rank's part and the tail, on the host */
+    size_t cap;
+    ih_err err;      /* sticky first error */
+    char errmsg[1024];
+} nccl_intra;
+
+static ih_err sticky(nccl_intra *x, ih_err e)
+{
+    if (!x->err) {
+        x->err = e;
+        snprintf(x->errmsg, sizeof x->errmsg, "%s", ih_last_error());
+    }
+    return ih_fail(x->err, "%s", x->errmsg);
+}
+
+static void nap(void)
+{
+    struct timespec ts = {0, 20000}; /* 20 us: far below a collective's time, cheap to poll */
+    nanosleep(&ts, NULL);
+}
+
+/* A stuck NCCL kernel never returns on its own: abort the communicator, which ends it. */
+static ih_err timed_out(nccl_intra *x, const char *what)
+{
+    ncclCommAbort(x->nc);
+    x->nc = NULL;
+    return ih_fail(IH_E_TIMEOUT, "NCCL: %s inside node '%s' (local rank %d of %d) did not complete "
+                   "within %.1f s: a GPU rank of this node stopped, failed or never joined (see its "
+                   "log); communicator aborted", what, x->node, x->l, x->L, (double)x->timeout_ms / 1e3);
+}
+
+/* Waits for a non-blocking communicator's pending call (init, group end, finalize). */
+static ih_err settle(nccl_intra *x, const char *what)
+{
+    const uint64_t t0 = ih_now_ns();
+    for (;;) {
+        ncclResult_t st = ncclInProgress;
+        ncclResult_t r = ncclCommGetAsyncError(x->nc, &st);
+        if (r != ncclSuccess)
+            return ih_fail(IH_E_CUDA, "NCCL: ncclCommGetAsyncError after %s: %s", what, ncclGetErrorString(r));
+        if (st == ncclSuccess) return IH_OK;
+        if (st != ncclInProgress)
+            return ih_fail(IH_E_CUDA, "NCCL: %s inside node '%s' (local rank %d of %d) failed: %s (%s)", what,
+                           x->node, x->l, x->L, ncclGetErrorString(st), ncclGetLastError(x->nc));
+        if (ih_now_ns() - t0 > (uint64_t)x->timeout_ms * 1000000ull) return timed_out(x, what);
+        nap();
+    }
+}
+
+/* Waits until `s` drained, watching the communicator for asynchronous errors. */
+static ih_err stream_done(nccl_intra *x, cudaStream_t s, const char *what)
+{
+    const uint64_t t0 = ih_now_ns();
+    for (;;) {
+        cudaError_t ce = cudaStreamQuery(s);
+        if (ce == cudaSuccess) return IH_OK;
+        if (ce != cudaErrorNotReady)
+            return ih_fail(IH_E_CUDA, "CUDA: cudaStreamQuery after %s: %s", what, cudaGetErrorString(ce));
+        ncclResult_t st = ncclSuccess;
+        if (ncclCommGetAsyncError(x->nc, &st) == ncclSuccess && st != ncclSuccess && st != ncclInProgress)
+            return ih_fail(IH_E_CUDA, "NCCL: %s inside node '%s' (local rank %d of %d) failed: %s (%s)", what,
+                           x->node, x->l, x->L, ncclGetErrorString(st), ncclGetLastError(x->nc));
+        if (ih_now_ns() - t0 > (uint64_t)x->timeout_ms * 1000000ull) return timed_out(x, what);
+        nap();
+    }
+}
+
+static ih_err nccl_reduce_scatter(comm_intra *xi, float *buf, size_t n, void *stream, float **shard, size_t *len)
+{
+    nccl_intra *x = (nccl_intra *)xi;
+    cudaStream_t s = (cudaStream_t)stream;
+    if (x->err) return ih_fail(x->err, "%s", x->errmsg);
+    const size_t L = (size_t)x->L, l = (size_t)x->l, cnt = n / L, tail = n % L;
+    if (cnt + tail > x->cap)
+        return ih_fail(IH_E_USAGE, "NCCL two-level allreduce of %zu floats: more than the %zu given to "
+                       "comm_nccl_intra_create", n, (x->cap - L) * L);
+    ih_err e = IH_OK;
+    IH_NCCL_GOTO(ncclGroupStart(), x->nc, e, fail);
+    if (cnt) /* in place: recvbuff = sendbuff + rank * recvcount */
+        IH_NCCL_GOTO(ncclReduceScatter(buf, buf + l * cnt, cnt, ncclFloat, ncclSum, x->nc, s), x->nc, e, fail);
+    if (tail)
+        IH_NCCL_GOTO(ncclAllReduce(buf + L * cnt, buf + L * cnt, tail, ncclFloat, ncclSum, x->nc, s), x->nc, e, fail);
+    IH_NCCL_GOTO(ncclGroupEnd(), x->nc, e, fail);
+    IH_TRY_GOTO(settle(x, "ncclReduceScatter (group end)"), e, fail);
+    if (cnt)
+        IH_CUDA_GOTO(cudaMemcpyAsync(x->pinned, buf + l * cnt, cnt * sizeof(float), cudaMemcpyDeviceToHost, s), e, fail);
+    if (tail)
+        IH_CUDA_GOTO(cudaMemcpyAsync(x->pinned + cnt, buf + L * cnt, tail * sizeof(float), cudaMemcpyDeviceToHost, s),
+                     e, fail);
+    IH_TRY_GOTO(stream_done(x, s, "ncclReduceScatter"), e, fail);
+    *shard = x->pinned;
+    *len = cnt + tail;
+    return IH_OK;
+fail:
+    return sticky(x, e);
+}
+
+static ih_err nccl_all_gather(comm_intra *xi, float *buf, size_t n, void *stream)
+{
+    nccl_intra *x = (nccl_intra *)xi;
+    cudaStream_t s = (cudaStream_t)stream;
+    if (x->err) return ih_fail(x->err, "%s", x->errmsg);
+    const size_t L = (size_t)x->L, l = (size_t)x->l, cnt = n / L, tail = n % L;
+    ih_err e = IH_OK;
+    if (cnt)
+        IH_CUDA_GOTO(cudaMemcpyAsync(buf + l * cnt, x->pinned, cnt * sizeof(float), cudaMemcpyHostToDevice, s), e, fail);
+    if (tail)
+        IH_CUDA_GOTO(cudaMemcpyAsync(buf + L * cnt, x->pinned + cnt, tail * sizeof(float), cudaMemcpyHostToDevice, s),
+                     e, fail);
+    if (cnt) { /* in place: sendbuff = recvbuff + rank * sendcount */
+        IH_NCCL_GOTO(ncclAllGather(buf + l * cnt, buf, cnt, ncclFloat, x->nc, s), x->nc, e, fail);
+        IH_TRY_GOTO(settle(x, "ncclAllGather"), e, fail);
+    }
+    IH_TRY_GOTO(stream_done(x, s, "ncclAllGather"), e, fail);
+    return IH_OK;
+fail:
+    return sticky(x, e);
+}
+
+static void nccl_destroy(comm_intra *xi)
+{
+    nccl_intra *x = (nccl_intra *)xi;
+    if (x->nc) {
+        /* Finalize is collective over the node; after a failure the peers may be gone: abort. */
+        int clean = 0;
+        if (!x->err) {
+            ncclResult_t r = ncclCommFinalize(x->nc);
+            clean = (r == ncclSuccess || r == ncclInProgress) && settle(x, "ncclCommFinalize") == IH_OK;
+        }
+        if (x->nc) {
+            if (clean) ncclCommDestroy(x->nc);
+            else ncclCommAbort(x->nc);
+        }
+    }
+    if (x->pinned) cudaFreeHost(x->pinned);
+    free(x);
+}
+
+static const comm_intra_ops nccl_ops = {
+    .name = "nccl",
+    .reduce_scatter = nccl_reduce_scatter,
+    .all_gather = nccl_all_gather,
+    .destroy = nccl_destroy,
+};
+
+/* What local rank 0 broadcasts: the id, or that it could not make one. */
+typedef struct {
+    int32_t ok;
+    ncclUniqueId id;
+} id_msg;
+
+ih_err comm_nccl_intra_create(comm_intra **out, comm_hier *h, size_t max_elems)
+{
+    *out = NULL;
+    const comm_topo *t = comm_hier_topo(h);
+    comm_ctx *ic = comm_hier_intra_comm(h);
+    nccl_intra *x = calloc(1, sizeof *x);
+    if (!x) return ih_fail(IH_E_SYS, "out of memory (nccl intra)");
+    ih_err e = IH_OK;
+    x->base.ops = &nccl_ops;
+    x->L = t->local_size;
+    x->l = t->local_rank;
+    snprintf(x->node, sizeof x->node, "%s", t->node_name);
+    x->timeout_ms = comm_ctx_timeout_ms(ic);
+    x->cap = max_elems / (size_t)x->L + (size_t)x->L;
+    IH_CUDA_GOTO(cudaMallocHost((void **)&x->pinned, x->cap * sizeof(float)), e, fail);
+
+    id_msg m;
+    memset(&m, 0, sizeof m);
+    if (x->l == 0) {
+        ncclResult_t r = ncclGetUniqueId(&m.id);
+        m.ok = r == ncclSuccess;
+        if (!m.ok) IH_WARN("ncclGetUniqueId on node '%s': %s (%s)", x->node, ncclGetErrorString(r), ncclGetLastError(NULL));
+    }
+    IH_TRY_GOTO(comm_coll_broadcast(ic, &m, sizeof m, 0), e, fail);
+    if (!m.ok) {
+        e = ih_fail(IH_E_CUDA, "NCCL: local rank 0 of node '%s' could not make the unique id (ncclGetUniqueId; "
+                    "see its log)", x->node);
+        goto fail;
+    }
+    ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
+    cfg.blocking = 0; /* every wait below has a timeout */
+    IH_NCCL_GOTO(ncclCommInitRankConfig(&x->nc, x->L, m.id, x->l, &cfg), x->nc, e, fail);
+    IH_TRY_GOTO(settle(x, "ncclCommInitRankConfig"), e, fail);
+    IH_INFO(IH_LOG_COMM, "nccl: node '%s' communicator up, local rank %d of %d", x->node, x->l, x->L);
+    *out = &x->base;
+    return IH_OK;
+fail:
+    sticky(x, e); /* makes destroy abort instead of finalizing with peers that may be gone */
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", x->errmsg);
+    nccl_destroy(&x->base);
+    return ih_fail(e, "%s", msg);
+}
