@@ -133,7 +133,8 @@ prof_one() { # k: workers (sharing this GPU when there is one)
     fi
     tl=$(left); [ "$tl" -gt 150 ] && tl=150
     if [ "$tl" -lt 40 ]; then prof[ips$k]=skipped; echo "profile k=$k skipped: $(left)s left"; return; fi
-    timeout "$tl" "$build/bin/train" --mode=profile "${be[@]}" --nproc "$k" --threads 4 \
+    local th=$(( jobs / k )); [ "$th" -lt 1 ] && th=1   # decode threads: the cores, shared by the workers
+    timeout "$tl" "$build/bin/train" --mode=profile "${be[@]}" --nproc "$k" --threads "$th" \
         --train "$data/train.lmdb" -o "$data/out_k$k" --no-progress >"$log" 2>&1
     echo "rc=$?" >>"$log"
     local res
