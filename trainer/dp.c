@@ -92,6 +92,8 @@ static void *comm_main(void *arg)
             if (j->kind == JOB_BUCKET && d->delay_ms > 0) sleep_ms(d->delay_ms);
             if (j->kind == JOB_BROADCAST)
                 e = comm_coll_broadcast(d->comm, j->buf, j->count, j->root);
+            else if (j->kind == JOB_BUCKET && d->o.hier)
+                e = comm_hier_allreduce(d->o.hier, j->buf, j->count, d->o.algo);
             else
                 e = comm_coll_allreduce(d->comm, j->buf, j->count, d->o.algo);
         }

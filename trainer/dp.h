@@ -8,7 +8,8 @@
  * into buckets from its end (first about 1 MB, then about 25 MB, at parameter-segment
  * boundaries, a pure function of the layout and the sizes, so every rank has the same plan)
  * and each bucket is queued to the thread "ih-comm" the moment its last gradient is written.
- * That thread runs comm_coll_allreduce (a plain sum) on it while backward continues. After
+ * That thread runs comm_coll_allreduce (a plain sum; comm_hier_allreduce with dp_opts.hier) on
+ * it while backward continues. After
  * backward the step waits only for the buckets still in flight, plus one 4-float allreduce of
  * the step's statistics (loss sum, hits, images, stop flag) that keeps every rank's view of
  * the loss and of "stop now" identical.
@@ -26,13 +27,16 @@
 #include "core/err.h"
 #include "model/model.h"
 #include "transport/comm.h"
+#include "transport/hier.h"
 
 typedef struct dp_ctx dp_ctx;
 
 typedef struct {
     size_t image_bytes;  /* bytes of one input image (side*side*3): the sub-batch stride */
     double first_bucket_mb, bucket_mb;
-    comm_algo algo;
+    comm_algo algo;      /* flat allreduce; across nodes with `hier` */
+    comm_hier *hier;     /* non-NULL: buckets use comm_hier_allreduce (not owned; built on the
+                            same comm, so only the comm thread uses it) */
     int64_t timeout_ms;  /* how long the training thread waits for the comm thread */
     int record_trace;    /* keep per-step bucket timings (profile mode) */
 } dp_opts;

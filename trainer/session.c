@@ -129,9 +129,12 @@ ih_err session_open(session *s, ih_cfg *cfg, comm_ctx *comm)
 
     comm_algo algo = COMM_ALGO_AUTO;
     IH_TRY(comm_algo_parse(cfg->algo, &algo));
+    comm_hier_mode hm = COMM_HIER_AUTO;
+    IH_TRY(comm_hier_mode_parse(cfg->hier, &hm));
+    IH_TRY(comm_hier_open(&s->hier, comm, hm, NULL));
     dp_opts dopt = {.image_bytes = (size_t)cfg->image_size * (size_t)cfg->image_size * 3,
                     .first_bucket_mb = cfg->first_bucket_mb, .bucket_mb = cfg->bucket_mb, .algo = algo,
-                    .record_trace = cfg->mode == IH_MODE_PROFILE};
+                    .record_trace = cfg->mode == IH_MODE_PROFILE, .hier = s->hier};
     IH_TRY(dp_create(&s->dp, comm, s->m, &dopt));
     /* With k > 1 the allreduce runs on host memory: the CUDA backend copies each layer's
      * gradients to the host as backward completes them (model_set_grad_host); with one worker
@@ -184,6 +187,7 @@ ih_err session_open(session *s, ih_cfg *cfg, comm_ctx *comm)
 void session_close(session *s)
 {
     dp_destroy(s->dp);
+    comm_hier_destroy(s->hier);
     optim_sgd_destroy(s->opt);
     free(s->osegs);
     model_net_destroy(s->m);

@@ -30,6 +30,7 @@
 #include "pipeline/loader.h"
 #include "trainer/dp.h"
 #include "transport/comm.h"
+#include "transport/hier.h"
 
 typedef struct {
     ih_cfg *cfg;
@@ -40,6 +41,7 @@ typedef struct {
     optim_sgd *opt;
     optim_seg *osegs;
     dp_ctx *dp;
+    comm_hier *hier;    /* two-level allreduce of the buckets (--hier); NULL: flat */
     optim_sched sched;
     int ncls;
     int64_t ipe;        /* global iterations per epoch */
