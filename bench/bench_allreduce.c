@@ -1,8 +1,9 @@
 /* bench_allreduce — allreduce bandwidth of our collectives, with this machine's ceilings
  * measured in the same run.
  *
- *   bench_allreduce --nproc 4 [--bytes 100M] [--algo hd|ring|auto|all] [--fabric tcp|ib|auto]
+ *   bench_allreduce --nproc 4 [--bytes 100M] [--algo hd|ring|auto|hier|all] [--fabric tcp|ib|auto]
  *                   [--iters R] [--warmup W] [--chunk-kb KB] [--max-bytes SIZE] [--no-register]
+ *                   [--nodes N]
  *
  * With --nproc N it starts N ranks on this machine through the local launcher; under mpirun,
  * srun or torchrun-style variables it runs as the rank they name. Without --bytes it sweeps
@@ -15,6 +16,10 @@
  * The buffer is registered with the communicator (comm_ctx_register: zero-copy on ib, a no-op
  * on tcp) unless --no-register; with ib, rank 0 prints how many bytes went each way
  * (comm_ctx_stats: direct, staged, eager) at the end.
+ * Two-level rows (algo "hier", transport/hier.h: reduce-scatter inside each node, allreduce
+ * across nodes with auto, allgather): with --algo hier, and with --algo all when there are
+ * several nodes of several ranks; --nodes N simulates N nodes on one machine (e.g. --nproc 4
+ * --nodes 2 is 2 nodes x 2 ranks). busbw uses the same formula for them, so it compares times.
  * The last line is machine-readable: RESULT ranks=... bytes=... algo=... busbw_GBps=...
  */
 #define _GNU_SOURCE
@@ -33,6 +38,7 @@
 #include "core/log.h"
 #include "transport/boot.h"
 #include "transport/comm.h"
+#include "transport/hier.h"
 #include "transport/launch.h"
 #include "transport/sock.h"
 #include "ih_config.h"
@@ -51,6 +57,7 @@ typedef struct {
     int iters, warmup;
     int chunk_kb;
     int no_register;
+    int nodes;        /* --nodes N: simulate N nodes (rank r on node r / ceil(k/N)); 0: host names */
 } opts;
 
 static int parse_size(const char *s, size_t *out)
@@ -72,8 +79,9 @@ static int parse_size(const char *s, size_t *out)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: bench_allreduce --nproc N [--bytes SIZE (e.g. 100M; default: sweep 4K..256M)]\n"
-               "         [--algo hd|ring|auto|all (default all)] [--fabric tcp|ib|auto] [--iters R] [--warmup W]\n"
-               "         [--chunk-kb KB] [--max-bytes SIZE (sweep limit)] [--no-register (ib: copy path)]\n");
+               "         [--algo hd|ring|auto|hier|all (default all)] [--fabric tcp|ib|auto] [--iters R] [--warmup W]\n"
+               "         [--chunk-kb KB] [--max-bytes SIZE (sweep limit)] [--no-register (ib: copy path)]\n"
+               "         [--nodes N (simulate N nodes for the two-level rows: --algo hier, or all)]\n");
 }
 
 /* ---- ceilings (rank 0, before the collectives) ---- */
@@ -169,6 +177,12 @@ out:
 
 static float value(int rank, size_t i) { return (float)((int)((rank * 7u + i * 13u) % 17u) - 8); }
 
+/* One allreduce of a table row: flat with `al`, or two-level (auto across nodes) when h. */
+static ih_err row_allreduce(comm_ctx *c, comm_hier *h, float *buf, size_t n, comm_algo al)
+{
+    return h ? comm_hier_allreduce(h, buf, n, COMM_ALGO_AUTO) : comm_coll_allreduce(c, buf, n, al);
+}
+
 static int run_rank(const opts *o, const comm_boot_info *b)
 {
     ih_log_set_rank(b->rank);
@@ -178,6 +192,7 @@ static int run_rank(const opts *o, const comm_boot_info *b)
     co.fabric = o->fabric;
     co.chunk_bytes = o->chunk_kb > 0 ? (size_t)o->chunk_kb * 1024 : 0;
     comm_ctx *c = NULL;
+    comm_hier *h = NULL;
     if (comm_ctx_create(&c, b, &co)) {
         fprintf(stderr, "bench_allreduce: rank %d: %s\n", r, ih_last_error());
         return 1;
@@ -209,10 +224,22 @@ static int run_rank(const opts *o, const comm_boot_info *b)
     if (!buf || !times) { fprintf(stderr, "bench_allreduce: out of memory\n"); return 1; }
     if (!o->no_register && comm_ctx_register(c, buf, maxb + 64)) goto fail;
     comm_algo algos[3];
-    int nalgo = 0;
+    int nalgo = 0, hrow[3] = {0, 0, 0};
+    const int only_hier = !strcmp(o->algo, "hier");
     if (!strcmp(o->algo, "all")) { algos[0] = COMM_ALGO_HD; algos[1] = COMM_ALGO_RING; nalgo = 2; }
-    else if (comm_algo_parse(o->algo, &algos[0])) { fprintf(stderr, "%s\n", ih_last_error()); return 2; }
-    else nalgo = 1;
+    else if (!only_hier && comm_algo_parse(o->algo, &algos[0])) { fprintf(stderr, "%s\n", ih_last_error()); return 2; }
+    else nalgo = only_hier ? 0 : 1;
+    /* The two-level row: with --algo hier, and with all where the layout has several nodes of
+     * several ranks (hier.h; --nodes simulates nodes on one machine). */
+    char node[32];
+    snprintf(node, sizeof node, "sim%d", o->nodes > 0 ? r / ((k + o->nodes - 1) / o->nodes) : 0);
+    if ((only_hier || !strcmp(o->algo, "all")) &&
+        comm_hier_open(&h, c, only_hier ? COMM_HIER_ON : COMM_HIER_AUTO, o->nodes > 0 ? node : NULL))
+        goto fail;
+    if (h) {
+        algos[nalgo] = COMM_ALGO_AUTO;
+        hrow[nalgo++] = 1;
+    }
 
     ih_print0("# bench_allreduce: %d ranks, fabric %s, chunk %zu KiB, timing = slowest rank, median of R\n",
               k, o->fabric, comm_ctx_chunk_bytes(c) / 1024);
@@ -229,15 +256,17 @@ static int run_rank(const opts *o, const comm_boot_info *b)
     ih_print0("# %11s %5s %4s %11s %11s %11s %11s %11s %9s %6s\n", "size(B)", "algo", "R", "time(us)",
               "p10(us)", "p90(us)", "algbw(GB/s)", "busbw(GB/s)", "busbw/B*k", "#wrong");
     double last_busbw = 0;
-    comm_algo last_algo = algos[0];
+    const char *last_algo = "";
     size_t last_bytes = 0;
     for (size_t si = 0; si < nsizes; si++) {
         size_t bytes = sweep[si] / sizeof(float) * sizeof(float), n = bytes / sizeof(float);
         for (int ai = 0; ai < nalgo; ai++) {
             comm_algo al = algos[ai];
+            comm_hier *rh = hrow[ai] ? h : NULL;
+            const char *name = rh ? "hier" : comm_algo_name(al == COMM_ALGO_AUTO ? comm_coll_auto_algo(c, bytes) : al);
             /* verify */
             for (size_t i = 0; i < n; i++) buf[i] = value(r, i);
-            if (comm_coll_allreduce(c, buf, n, al)) goto fail;
+            if (row_allreduce(c, rh, buf, n, al)) goto fail;
             float wrong = 0;
             for (size_t i = 0; i < n; i++) {
                 float s = 0;
@@ -250,12 +279,12 @@ static int run_rank(const opts *o, const comm_boot_info *b)
             if (R > maxit) R = maxit;
             int W = o->warmup >= 0 ? o->warmup : (bytes >= (64u << 20) ? 1 : 3);
             for (int w = 0; w < W; w++)
-                if (comm_coll_allreduce(c, buf, n, al)) goto fail;
+                if (row_allreduce(c, rh, buf, n, al)) goto fail;
             memset(times, 0, (size_t)k * (size_t)R * sizeof(float));
             for (int it = 0; it < R; it++) {
                 if (comm_coll_barrier(c)) goto fail;
                 double t0 = ih_now_s();
-                if (comm_coll_allreduce(c, buf, n, al)) goto fail;
+                if (row_allreduce(c, rh, buf, n, al)) goto fail;
                 times[(size_t)r * (size_t)R + (size_t)it] = (float)(ih_now_s() - t0);
             }
             /* gather every rank's times: a sum where each rank contributes only its own row */
@@ -270,15 +299,16 @@ static int run_rank(const opts *o, const comm_boot_info *b)
             double med = t[R / 2], p10 = t[R / 10], p90 = t[(R * 9) / 10 < R ? (R * 9) / 10 : R - 1];
             double algbw = (double)bytes / med / 1e9, busbw = algbw * 2.0 * (k - 1) / k;
             ih_print0("  %11zu %5s %4d %11.1f %11.1f %11.1f %11.3f %11.3f %9.2f %6.0f\n", bytes,
-                      comm_algo_name(al == COMM_ALGO_AUTO ? comm_coll_auto_algo(c, bytes) : al), R,
+                      name, R,
                       med * 1e6, p10 * 1e6, p90 * 1e6, algbw, busbw, ceil_b > 0 ? busbw / (ceil_b / k) : 0, (double)wrong);
             if (wrong != 0) {
-                fprintf(stderr, "bench_allreduce: %s at %zu B gave %.0f wrong elements\n", comm_algo_name(al), bytes, (double)wrong);
+                fprintf(stderr, "bench_allreduce: %s at %zu B gave %.0f wrong elements\n", name, bytes, (double)wrong);
+                comm_hier_destroy(h);
                 comm_ctx_destroy(c);
                 return 1;
             }
             last_busbw = busbw;
-            last_algo = al;
+            last_algo = name;
             last_bytes = bytes;
         }
     }
@@ -293,15 +323,17 @@ static int run_rank(const opts *o, const comm_boot_info *b)
                   (unsigned long long)cs.eager_large, (unsigned long long)cs.eager_small,
                   (unsigned long long)cs.rx_direct, (unsigned long long)cs.rx_copied);
     ih_print0("RESULT ranks=%d bytes=%zu algo=%s busbw_GBps=%.3f memcpy_GBps=%.2f tcp_stream_GBps=%.2f "
-              "tcp_duplex_GBps=%.2f rdma_write_GBps=%.3f\n", k, last_bytes, comm_algo_name(last_algo), last_busbw,
+              "tcp_duplex_GBps=%.2f rdma_write_GBps=%.3f\n", k, last_bytes, last_algo, last_busbw,
               memcpy_bw, tcp1, tcp2, rdma_bw);
     if (!o->no_register) comm_ctx_unregister(c, buf);
     free(buf);
     free(times);
+    comm_hier_destroy(h);
     comm_ctx_destroy(c);
     return 0;
 fail:
     fprintf(stderr, "bench_allreduce: rank %d: %s\n", r, ih_last_error());
+    comm_hier_destroy(h);
     comm_ctx_destroy(c);
     return 1;
 }
@@ -314,7 +346,8 @@ int main(int argc, char **argv)
         {"algo", required_argument, 0, 'a'},  {"fabric", required_argument, 0, 'f'},
         {"iters", required_argument, 0, 'i'}, {"warmup", required_argument, 0, 'w'},
         {"chunk-kb", required_argument, 0, 'c'}, {"max-bytes", required_argument, 0, 'm'},
-        {"no-register", no_argument, 0, 'R'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"no-register", no_argument, 0, 'R'}, {"nodes", required_argument, 0, 'N'},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "n:b:a:f:i:w:c:m:h", lo, NULL)) != -1) {
         switch (ch) {
@@ -337,12 +370,13 @@ int main(int argc, char **argv)
             }
             break;
         case 'R': o.no_register = 1; break;
+        case 'N': o.nodes = atoi(optarg); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
     comm_algo tmp;
-    if (strcmp(o.algo, "all") && comm_algo_parse(o.algo, &tmp)) {
+    if (strcmp(o.algo, "all") && strcmp(o.algo, "hier") && comm_algo_parse(o.algo, &tmp)) {
         fprintf(stderr, "bench_allreduce: %s\n", ih_last_error());
         return 2;
     }
