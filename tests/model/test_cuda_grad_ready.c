@@ -15,7 +15,8 @@
  * ones first); where a bf16 algorithm is not deterministic the bf16 comparison falls back to
  * a relative L2 of 1e-3 per segment, far below the >= 1 of a range delivered before its
  * gradient was complete (a conv's bf16 gradient not yet added, a missed copy: NaN).
- * Exit 77 without a device.
+ * BN gammas and betas are randomised first (the paper's zero gammas would make the gradients
+ * of half the convs exactly 0 on both sides). Exit 77 without a device.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -90,6 +91,17 @@ static void run(const char *arch, int width, int size, int n, model_precision pr
     if (!m) return;
     model_init_params(m, 3);
     const size_t np = model_num_params(m), nimg = (size_t)n * size * size * 3;
+    { /* random BN gammas/betas: with the paper's zero gammas half the gradients are exactly 0 */
+        const model_param_seg *segs;
+        size_t ns = model_param_segments(m, &segs);
+        float *p = model_params(m);
+        ih_rng rg = ih_rng_make(31, 0, 0);
+        for (size_t s = 0; s < ns; s++)
+            for (size_t i = 0; i < segs[s].count; i++) {
+                if (segs[s].kind == MODEL_PARAM_BN_GAMMA) p[segs[s].offset + i] = (float)(0.5 + ih_rng_uniform(&rg));
+                if (segs[s].kind == MODEL_PARAM_BN_BETA) p[segs[s].offset + i] = (float)(0.2 * ih_rng_normal(&rg));
+            }
+    }
     float *ref = malloc(np * sizeof(float)), *ref2 = malloc(np * sizeof(float)), *snap = malloc(np * sizeof(float));
     uint8_t *img = malloc(2 * nimg);
     int32_t *lab = malloc(2 * (size_t)n * sizeof(int32_t));
