@@ -899,8 +899,8 @@ ih_err model_cuda_sgd_setup(net *e, const optim_seg *segs, size_t nsegs, float w
     size_t k = 0;
     for (size_t i = 0; i < nsegs; i++)
         for (size_t o = 0; o < segs[i].count; o += SGD_TILE) {
-            size_t c = segs[i].count - o;
-            sgd_tile tl = {segs[i].offset + o, (unsigned)(c < SGD_TILE ? c : SGD_TILE),
+            size_t c = segs[i].count - o, cap = SGD_TILE;
+            sgd_tile tl = {segs[i].offset + o, (unsigned)(c < cap ? c : cap),
                            segs[i].no_decay ? 0.0f : weight_decay};
             t[k++] = tl;
         }
