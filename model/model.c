@@ -78,9 +78,13 @@ ih_err model_net_create_full(model_net **out, const model_cfg *cfg, int base_wid
     if (cfg->backend != MODEL_BACKEND_CPU && cfg->backend != MODEL_BACKEND_CUDA)
         return ih_fail(IH_E_USAGE, "model %s: unknown backend %d", cfg->arch ? cfg->arch : "(null)",
                        (int)cfg->backend);
-    if (cfg->backend == MODEL_BACKEND_CPU && prec == MODEL_PREC_BF16)
-        return ih_fail(IH_E_USAGE, "model %s: the CPU backend computes in fp32 only; bf16 needs "
-                       "the CUDA backend", cfg->arch ? cfg->arch : "(null)");
+    if (cfg->backend == MODEL_BACKEND_CPU && (prec == MODEL_PREC_BF16 || prec == MODEL_PREC_FP16))
+        return ih_fail(IH_E_USAGE, "model %s: the CPU backend computes in fp32 only; %s needs "
+                       "the CUDA backend", cfg->arch ? cfg->arch : "(null)",
+                       prec == MODEL_PREC_BF16 ? "bf16" : "fp16");
+    if (prec < MODEL_PREC_DEFAULT || prec > MODEL_PREC_FP16)
+        return ih_fail(IH_E_USAGE, "model %s: unknown precision %d", cfg->arch ? cfg->arch : "(null)",
+                       (int)prec);
 #if !IH_WITH_CUDA
     if (cfg->backend == MODEL_BACKEND_CUDA)
         return ih_fail(IH_E_CUDA, "model %s: this build has no CUDA backend (configure with "
@@ -132,7 +136,7 @@ ih_err model_net_create_full(model_net **out, const model_cfg *cfg, int base_wid
             "%d classes, max batch %d, %s %s", cfg->arch, m->g->nparams, m->g->nsegs,
             m->g->nlayers, cfg->image_size, cfg->image_size, cfg->num_classes, cfg->max_batch,
             cfg->backend == MODEL_BACKEND_CUDA ? "cuda" : "cpu",
-            prec == MODEL_PREC_BF16 ? "bf16" : "fp32");
+            prec == MODEL_PREC_BF16 ? "bf16" : prec == MODEL_PREC_FP16 ? "fp16" : "fp32");
     *out = m;
     return IH_OK;
 fail:
@@ -341,6 +345,30 @@ float *model_sgd_momentum(model_net *m, optim_sgd *o)
     (void)m;
 #endif
     return optim_sgd_momentum(o);
+}
+
+double model_loss_scale(model_net *m, int64_t *skipped_steps)
+{
+    double s = 1;
+    if (skipped_steps) *skipped_steps = 0;
+#if IH_WITH_CUDA
+    if (m->cu) {
+        ih_err e = model_cuda_loss_scale(m->cu, &s, skipped_steps);
+        IH_ASSERT(e == IH_OK, "model: reading the fp16 loss scale failed: %s", ih_last_error());
+    }
+#else
+    (void)m;
+#endif
+    return s;
+}
+
+ih_err model_set_loss_scale(model_net *m, double scale)
+{
+#if IH_WITH_CUDA
+    if (m->cu) return model_cuda_set_loss_scale(m->cu, scale);
+#endif
+    (void)scale;
+    return ih_fail(IH_E_USAGE, "model %s: a loss scale applies to fp16 nets only", m->cfg.arch);
 }
 
 ih_err model_sync(model_net *m)

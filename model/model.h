@@ -53,8 +53,19 @@ ih_err model_net_create(model_net **out, const model_cfg *cfg);
 /* Compute precision. DEFAULT: fp32 on the CPU, bf16 on CUDA. FP32 on CUDA is the exact mode
  * (no TF32) that the tests compare with the CPU; BF16 (CUDA only) keeps activations and conv
  * weights in bf16 on tensor cores, with fp32 master weights, gradients, BN statistics and
- * loss. The CPU backend accepts only DEFAULT and FP32 (IH_E_USAGE otherwise). */
-typedef enum { MODEL_PREC_DEFAULT = 0, MODEL_PREC_FP32 = 1, MODEL_PREC_BF16 = 2 } model_precision;
+ * loss. FP16 (CUDA only) is the same in fp16 with dynamic loss scaling: backward runs on
+ * activation gradients multiplied by a power-of-two scale S (initially 2^16), and the fp32
+ * parameter gradients are stored divided by S again (exact), so model_grads, the allreduce and
+ * the optimizer see ordinary gradients. model_sgd_step skips the update (momentum correction
+ * only) when some gradient is inf/NaN, which is the same decision on every worker after the
+ * allreduce, and the next step halves S; S doubles after 2000 good steps (model_loss_scale).
+ * The CPU backend accepts only DEFAULT and FP32 (IH_E_USAGE otherwise). */
+typedef enum {
+    MODEL_PREC_DEFAULT = 0,
+    MODEL_PREC_FP32 = 1,
+    MODEL_PREC_BF16 = 2,
+    MODEL_PREC_FP16 = 3
+} model_precision;
 ih_err model_net_create_prec(model_net **out, const model_cfg *cfg, model_precision prec);
 void model_net_destroy(model_net *m);
 
@@ -141,6 +152,13 @@ float *model_sgd_momentum(model_net *m, optim_sgd *o);
 /* Waits until the work queued on the device (a model_sgd_step) is done; IH_OK at once on the
  * CPU. For timing. */
 ih_err model_sync(model_net *m);
+
+/* FP16 loss scaling (see model_precision): the current scale S (1 in other precisions) and how
+ * many model_sgd_step calls were skipped for overflow; waits for the last SGD step. Aborts if
+ * the device fails. model_set_loss_scale sets S (a power of two in [1, 2^24]; IH_E_USAGE
+ * otherwise or when the net is not FP16), e.g. to resume or to test. */
+double model_loss_scale(model_net *m, int64_t *skipped_steps);
+ih_err model_set_loss_scale(model_net *m, double scale);
 
 /* Inference with running BN statistics: writes n*num_classes logits. */
 ih_err model_eval_logits(model_net *m, const uint8_t *images, int n, float *logits);

@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # scripts/gpu_check.sh — the one call to make on a lent GPU machine: unpack the carried .debs,
 # build with CUDA, run the GPU tests (the CUDA backend through the same test sources as the
-# CPU, CUDA vs CPU on the same weights in fp32 and bf16, device SGD vs the CPU optimizer,
-# per-layer gradient hand-over, 2 workers vs --accumulate 2 on CUDA), then benchmark ResNet-50
-# training steps (synthetic input, n = 32 and 256) against torchvision's resnet50 under
-# PyTorch bf16 autocast + channels-last in the same run, then run the real trainer end to end:
-# `train --mode=profile` (resnet50 at 64 px, n = 64, from an LMDB of make_synthetic JPEGs,
-# 1 and 2 workers on this GPU), print one table, and end with
+# CPU, CUDA vs CPU on the same weights in fp32, bf16 and fp16, device SGD vs the CPU optimizer,
+# fp16 loss scaling, per-layer gradient hand-over, 2 workers vs --accumulate 2 on CUDA), then
+# benchmark ResNet-50 training steps (synthetic input, n = 32 and 256) against torchvision's
+# resnet50 under PyTorch bf16 autocast + channels-last in the same run, then run the real
+# trainer end to end: `train --mode=profile` (resnet50 at 64 px, n = 64, from an LMDB of
+# make_synthetic JPEGs, 1 and 2 workers on this GPU), print one table, and end with
 #   RESULT gpu=... ours_n32_img_s=... torch_n32_img_s=... ours_n256_img_s=...
 #          torch_n256_img_s=... max_rel_err=... profile_k1_img_s=... profile_k2_exposed_comm=...
 # max_rel_err is the worst per-tensor max|cuda-cpu|/max|cpu| of test_cuda_vs_cpu in bf16 (the
-# speed mode); max_rel_err_fp32 is the exact mode's. The CPU-only suite is CI's job and is
-# not rerun here. Time: the optional stages (eager bench row, the k=2 profile) are skipped
-# when less than their share of IH_GPU_CHECK_BUDGET (default 540 s) is left, so one call stays
-# under 10 minutes.
+# speed mode); max_rel_err_fp32 is the exact mode's, max_rel_err_fp16 the fp16 option's. The
+# CPU-only suite is CI's job and is not rerun here. Time: the optional stages (eager bench
+# row, the k=2 profile) are skipped when less than their share of IH_GPU_CHECK_BUDGET
+# (default 540 s) is left, so one call stays under 10 minutes.
 #
 # The GPU machines have nvcc and PyTorch but no libjpeg-turbo/LMDB/OpenBLAS, and cuDNN/NCCL
 # only as PyTorch's pip packages: carry the Debian packages in .dev/debs
@@ -74,7 +74,8 @@ else
     grep -E '\[(x| )\]' "$out/configure.log"
     # Only what this check runs: other modules' work in progress must not stop it.
     timeout 300 cmake --build "$build" -j "$jobs" --target test_cuda_probe test_train_step_contract \
-        test_resnet_vs_pytorch test_cuda_vs_cpu_fp32 test_cuda_sgd test_cuda_grad_ready bench_train_step \
+        test_resnet_vs_pytorch test_cuda_vs_cpu_fp32 test_cuda_sgd test_cuda_grad_ready \
+        test_cuda_fp16_loss_scale bench_train_step \
         >"$out/build.log" 2>&1 || { grep -E 'error|Error' "$out/build.log" | head -n 40; echo "build failed"; }
     # The trainer and the data tools (2-worker test, profile stage): a separate build, so that a
     # failure there leaves the model tests above to run.
@@ -90,6 +91,7 @@ else
 fi
 maxrel=$(grep -h 'MAXREL bf16' "$out/tests.log" 2>/dev/null | sed 's/.*MAXREL bf16 //' | awk '{print $1}' | tail -n1)
 maxrel32=$(grep -h 'MAXREL fp32' "$out/tests.log" 2>/dev/null | sed 's/.*MAXREL fp32 //' | awk '{print $1}' | tail -n1)
+maxrel16=$(grep -h 'MAXREL fp16' "$out/tests.log" 2>/dev/null | sed 's/.*MAXREL fp16 //' | awk '{print $1}' | tail -n1)
 
 declare -A ips
 bench_one() { # who n   (who = ours | torch | eager: ours without the CUDA graph)
@@ -175,7 +177,7 @@ for k in 1 2; do
     printf '  %-38s %12s %10s %18s\n' "${prof[net]:-resnet50 n=64} workers=$k" "${prof[ips$k]:-na}" \
         "${prof[step$k]:-na}" "${prof[exp$k]:-na}"
 done
-echo "# GPU tests rc=$gpu_rc, max_rel_err bf16=${maxrel:-na} fp32=${maxrel32:-na}; $(( $(date +%s) - t0 ))s in all"
+echo "# GPU tests rc=$gpu_rc, max_rel_err bf16=${maxrel:-na} fp32=${maxrel32:-na} fp16=${maxrel16:-na}; $(( $(date +%s) - t0 ))s in all"
 rc=$gpu_rc
 if [ -n "${IH_BENCH_MIN_RATIO:-}" ]; then
     for n in 32 256; do
@@ -184,5 +186,5 @@ if [ -n "${IH_BENCH_MIN_RATIO:-}" ]; then
             || { echo "ratio at n=$n is $r < IH_BENCH_MIN_RATIO=$IH_BENCH_MIN_RATIO"; rc=1; }
     done
 fi
-echo "RESULT gpu=$gpu ours_n32_img_s=${ips[ours32]} torch_n32_img_s=${ips[torch32]} ours_n256_img_s=${ips[ours256]} torch_n256_img_s=${ips[torch256]} max_rel_err=${maxrel:-na} max_rel_err_fp32=${maxrel32:-na} profile_k1_img_s=${prof[ips1]:-na} profile_k2_img_s=${prof[ips2]:-na} profile_k2_exposed_comm=${prof[exp2]:-na} gpu_tests_rc=$gpu_rc"
+echo "RESULT gpu=$gpu ours_n32_img_s=${ips[ours32]} torch_n32_img_s=${ips[torch32]} ours_n256_img_s=${ips[ours256]} torch_n256_img_s=${ips[torch256]} max_rel_err=${maxrel:-na} max_rel_err_fp32=${maxrel32:-na} max_rel_err_fp16=${maxrel16:-na} profile_k1_img_s=${prof[ips1]:-na} profile_k2_img_s=${prof[ips2]:-na} profile_k2_exposed_comm=${prof[exp2]:-na} gpu_tests_rc=$gpu_rc"
 exit $rc

@@ -8,7 +8,7 @@
  * V = 1), all inside one row, so channel = flat index % c. Reductions over rows (BN) use a
  * 2-D block: x over groups of V channels, y over rows; each block writes one partial sum per
  * channel, and a per-channel finalize kernel adds the partials in double in a fixed order,
- * so results are deterministic. Activations may be float or bf16; all arithmetic is fp32
+ * so results are deterministic. Activations may be float, bf16 or fp16; all arithmetic is fp32
  * (statistics in double), as on the CPU.
  * Conventions as the CPU layers (model/cpu/layers.h): parameter gradients are added to;
  * input gradients are overwritten or added per the graph's accum flag. A BN or ADD followed
@@ -18,17 +18,21 @@
 #define MODEL_CUDA_KERNELS_CUH
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <stdint.h>
 
 #include "optim/sgd_elem.h"
 
 typedef __nv_bfloat16 bf16;
+typedef __half f16;
 
 __device__ __forceinline__ float tof(float x) { return x; }
 __device__ __forceinline__ float tof(bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float tof(f16 x) { return __half2float(x); }
 template <typename T> __device__ __forceinline__ T fromf(float x);
 template <> __device__ __forceinline__ float fromf<float>(float x) { return x; }
 template <> __device__ __forceinline__ bf16 fromf<bf16>(float x) { return __float2bfloat16(x); }
+template <> __device__ __forceinline__ f16 fromf<f16>(float x) { return __float2half(x); }
 
 template <typename T, int V> struct alignas(sizeof(T) * V) vec_t {
     T v[V];
@@ -216,18 +220,20 @@ __global__ void bn_bwd_reduce_k(const TX *x, const TG *dy, const TG *y, size_t m
         }
 }
 
-/* dgamma += sum(dy'*xhat), dbeta += sum(dy'); dx = ka*dy' + kb*(x - mean) + kc.
+/* dgamma += gs*sum(dy'*xhat), dbeta += gs*sum(dy'); dx = ka*dy' + kb*(x - mean) + kc.
+ * gs undoes the fp16 loss scale in the parameter gradients only (1 otherwise: exact).
  * Launch: grid ceil(c/32), block (32, FIN_ROWS). */
 __global__ void bn_bwd_finalize_k(size_t m, int c, int nparts, const float *partial,
-                                  const float *gamma, float *dgamma, float *dbeta, float *aux)
+                                  const float *gamma, float *dgamma, float *dbeta, float *aux,
+                                  double gs)
 {
     int ch = blockIdx.x * 32 + threadIdx.x;
     double sdy, sdyx;
     sum_parts(partial, c, nparts, ch, &sdy, &sdyx);
     if (ch >= c || threadIdx.y != 0) return;
     double is = aux[c + ch], g = gamma[ch];
-    dgamma[ch] += (float)(sdyx * is);
-    dbeta[ch] += (float)sdy;
+    dgamma[ch] += (float)(sdyx * is * gs);
+    dbeta[ch] += (float)(sdy * gs);
     double a = g * is;
     aux[4 * c + ch] = (float)a;
     aux[5 * c + ch] = (float)(-g * is * is * is * sdyx / (double)m);
@@ -423,13 +429,13 @@ __global__ void bias_add_k(float *y, const float *b, int n, int k)
     GRID_STRIDE(e, (size_t)n * k, 1) y[e] += b[e % k];
 }
 
-__global__ void bias_grad_k(const float *dy, float *db, int n, int k)
+__global__ void bias_grad_k(const float *dy, float *db, int n, int k, float gs)
 {
     int j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= k) return;
     float s = 0.f;
     for (int i = 0; i < n; i++) s += dy[(size_t)i * k + j];
-    db[j] += s;
+    db[j] += s * gs;
 }
 
 /* One warp per sample: loss_i = logsumexp(z) - z[label] and dz = scale*(softmax - onehot),
@@ -492,21 +498,31 @@ __global__ void pad_weights_k(const float *w, T *wp, size_t rows, int c, int cpa
 }
 
 template <typename T>
-__global__ void unpad_add_k(const T *dwp, float *dw, size_t rows, int c, int cpad)
+__global__ void unpad_add_k(const T *dwp, float *dw, size_t rows, int c, int cpad, float gs)
 {
-    GRID_STRIDE(e, rows * c, 1) dw[e] += tof(dwp[e / c * cpad + e % c]);
+    GRID_STRIDE(e, rows * c, 1) dw[e] += tof(dwp[e / c * cpad + e % c]) * gs;
 }
 
 /* ---- master weights and gradients ---- */
 
-__global__ void f32_to_bf16_k(const float *a, bf16 *b, size_t len)
+/* fp32 master weights -> their bf16/fp16 copy (round to nearest) */
+template <typename T> __global__ void to_lp_k(const float *a, T *b, size_t len)
 {
-    GRID_STRIDE(i, len, 1) b[i] = __float2bfloat16(a[i]);
+    GRID_STRIDE(i, len, 1) b[i] = fromf<T>(a[i]);
 }
 
-__global__ void add_bf16_to_f32_k(const bf16 *a, float *b, size_t len)
+/* a bf16/fp16 weight gradient added into the fp32 gradients, times gs (the inverse fp16 loss
+ * scale, a power of two; 1 otherwise, which is exact) */
+template <typename T> __global__ void add_lp_to_f32_k(const T *a, float *b, size_t len, float gs)
 {
-    GRID_STRIDE(i, len, 1) b[i] += __bfloat162float(a[i]);
+    GRID_STRIDE(i, len, 1) b[i] += tof(a[i]) * gs;
+}
+
+/* *flag = 1 if some g[i] is inf or NaN (fp16 loss scaling: an overflowed step). */
+__global__ void nonfinite_k(const float *g, size_t len, int *flag)
+{
+    GRID_STRIDE(i, len, 1)
+    if (!isfinite(g[i])) *flag = 1;
 }
 
 /* ---- SGD (optim/sgd.h) on the flat buffers ---- */
@@ -521,18 +537,27 @@ typedef struct {
 } sgd_tile;
 
 /* One block per tile: w, u updated by optim_sgd_elem (the CPU's arithmetic, bit for bit), and
- * the bf16 copy of w rewritten in the same pass when w16 is not NULL. */
-__global__ void sgd_k(float *w, const float *g, float *u, bf16 *w16, const sgd_tile *tiles,
-                      optim_sgd_plan p)
+ * the bf16/fp16 copy of w rewritten in the same pass when w16 is not NULL. skip (fp16 loss
+ * scaling; NULL otherwise) set: the step overflowed, so w is left alone and only the momentum
+ * correction is applied, to keep u consistent with the lr the optimizer recorded. */
+template <typename T>
+__global__ void sgd_k(float *w, const float *g, float *u, T *w16, const sgd_tile *tiles,
+                      optim_sgd_plan p, const int *skip)
 {
     const sgd_tile t = tiles[blockIdx.x];
+    if (skip && *skip) {
+        if (p.u_scale != 1.0f)
+            for (unsigned i = threadIdx.x; i < t.cnt; i += blockDim.x)
+                u[t.off + i] = OPTIM_MUL(p.u_scale, u[t.off + i]);
+        return;
+    }
     for (unsigned i = threadIdx.x; i < t.cnt; i += blockDim.x) {
         const size_t j = t.off + i;
         float uj = u[j];
         const float wj = optim_sgd_elem(w[j], g[j], &uj, p.u_scale, p.momentum, p.lr, t.wd, p.nesterov);
         u[j] = uj;
         w[j] = wj;
-        if (w16) w16[j] = __float2bfloat16(wj);
+        if (w16) w16[j] = fromf<T>(wj);
     }
 }
 

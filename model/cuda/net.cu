@@ -27,6 +27,11 @@
  * costs the host launch time the graph exists to save. One graph per variant.
  * SGD: sgd_k applies optim_sgd_elem (optim/sgd_elem.h) per element over a tile table (tiles
  * inside one optimizer segment, each with its weight decay), momentum on the device.
+ * fp16 (MODEL_PREC_FP16) is bf16's path with __half and dynamic loss scaling: the loss
+ * gradient is multiplied by ls (a power of two, baked into the captured graph, which is
+ * recaptured when ls changes), every parameter-gradient write multiplies by 1/ls (exact), so
+ * the fp32 gradients never carry the scale; sgd_step checks them for inf/NaN on the device and
+ * the SGD kernel skips the update on overflow, whose flag the next step reads to halve ls.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -42,9 +47,13 @@
 #include "model/cuda/probe.h"
 #include "model/input_norm.h"
 
-enum { F32 = 0, BF16 = 1 };
+enum { F32 = 0, BF16 = 1, F16 = 2 };
 enum { PMAX = 1024 };                          /* row blocks of a BN reduction */
 static const size_t WS_CAP = (size_t)1 << 30; /* cuDNN workspace cap, bytes */
+/* fp16 dynamic loss scaling: initial scale, good steps before doubling, largest scale (the
+ * usual AMP defaults; powers of two, so scaling and unscaling are exact) */
+static const double LS_INIT = 65536.0, LS_MAX = 16777216.0;
+enum { LS_GROWTH = 2000 };
 
 typedef struct {
     cudnnTensorDescriptor_t x, y;
@@ -64,12 +73,20 @@ struct model_cuda_net {
     cudnnHandle_t dnn;
     cublasHandle_t blas;
     float *params, *grads, *state; /* fp32 master, flat */
-    bf16 *params16, *wgrad16;      /* bf16 mode only */
+    void *params16, *wgrad16;      /* bf16/fp16 modes: 2-byte copies with the flat offsets */
+    int lp;                        /* the low-precision type: BF16, F16, or F32 (exact mode) */
+    /* fp16 dynamic loss scaling (file header); ls = 1 in the other modes */
+    double ls;                     /* current loss scale, a power of two */
+    int good_steps;                /* steps since the last overflow or growth */
+    int64_t skipped;               /* overflowed steps (not applied) */
+    int *d_skip, *h_skip;          /* the last SGD step's overflow flag; pinned copy */
+    cudaEvent_t skip_ev;           /* h_skip landed */
+    int skip_pending;              /* an SGD step's flag not yet read */
     int cpad;                      /* channels of the stored input tensor (3 padded) */
     void *wpad, *dwpad;            /* the input conv's padded weights and weight gradient */
     unsigned char *arena;
     void **val, **grad;            /* per tensor; grad[0] = NULL */
-    int *dt;                       /* per tensor: F32 or BF16 */
+    int *dt;                       /* per tensor: F32 or lp */
     int *fuse;                     /* per layer: 1 = BN/ADD with the next (ReLU) layer fused */
     conv_plan *conv;               /* per layer (CONV only) */
     float *aux, *partial;
@@ -87,7 +104,7 @@ struct model_cuda_net {
      * each for its graph_n / graph_scale */
     cudaGraphExec_t graph[2];
     int graph_n[2], graph_off, capturing;
-    double graph_scale[2];
+    double graph_scale[2], graph_ls[2]; /* graph_ls: the fp16 loss scale baked in */
     /* grad-ready points: one per parameter layer, in backward order; point j covers
      * grads[pt_off[j], pt_hi[j]) and completes with event pt_ev[variant][j] */
     int npts;
@@ -107,14 +124,22 @@ struct model_cuda_net {
 
 typedef model_cuda_net net;
 
+static ih_err resolve_skip(net *e);
+
 static size_t tsize(const model_graph *g, int t)
 {
     const model_shape *s = &g->tensors[t];
     return (size_t)s->h * s->w * s->c;
 }
 
-static size_t elsize(int dt) { return dt == BF16 ? 2 : 4; }
-static cudnnDataType_t dnn_type(int dt) { return dt == BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT; }
+static size_t elsize(int dt) { return dt == F32 ? 4 : 2; }
+static cudnnDataType_t dnn_type(int dt)
+{
+    return dt == BF16 ? CUDNN_DATA_BFLOAT16 : dt == F16 ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;
+}
+static const char *dt_name(int dt) { return dt == BF16 ? "bf16" : dt == F16 ? "fp16" : "fp32"; }
+/* element off of a 2-byte (bf16/fp16) flat buffer */
+static void *lp_at(void *base, size_t off) { return (char *)base + 2 * off; }
 
 static unsigned grid_for(const net *e, size_t work, unsigned threads)
 {
@@ -231,7 +256,7 @@ static ih_err bn_bwd_t(net *e, const model_layer *l, int n)
     bn_bwd_finalize_k<<<(c + 31) / 32, dim3(32, FIN_ROWS), 0, e->s>>>(m, c, (int)grd.y, e->partial,
                                                           e->params + l->w_off,
                                                           e->grads + l->w_off,
-                                                          e->grads + l->b_off, aux);
+                                                          e->grads + l->b_off, aux, 1.0 / e->ls);
     IH_CUDA_LAUNCHED("bn_bwd_finalize_k");
     TX *dx = (TX *)e->grad[l->in[0]];
     if (l->accum[0] < 0 || !dx) return IH_OK;
@@ -243,11 +268,16 @@ static ih_err bn_bwd_t(net *e, const model_layer *l, int n)
     return IH_OK;
 }
 
-/* Calls F<TX, TY>(args) for the runtime dtypes. */
+/* Calls F<TX, TY>(args) for the runtime dtypes: fp32 and the net's one low-precision type (a
+ * net never mixes bf16 and fp16, so those pairs are not instantiated). */
+#define DISPATCH_LP(tx, ty, LP, F, ...)                                                   \
+    ((tx) == F32 ? ((ty) == F32 ? F<float, float>(__VA_ARGS__) : F<float, LP>(__VA_ARGS__))   \
+                 : ((ty) == F32 ? F<LP, float>(__VA_ARGS__) : F<LP, LP>(__VA_ARGS__)))
 #define DISPATCH2(tx, ty, F, ...)                                                         \
-    ((tx) == F32 ? ((ty) == F32 ? F<float, float>(__VA_ARGS__) : F<float, bf16>(__VA_ARGS__)) \
-                 : ((ty) == F32 ? F<bf16, float>(__VA_ARGS__) : F<bf16, bf16>(__VA_ARGS__)))
-#define DISPATCH1(t, F, ...) ((t) == F32 ? F<float>(__VA_ARGS__) : F<bf16>(__VA_ARGS__))
+    ((tx) == F16 || (ty) == F16 ? DISPATCH_LP(tx, ty, f16, F, __VA_ARGS__)                   \
+                                : DISPATCH_LP(tx, ty, bf16, F, __VA_ARGS__))
+#define DISPATCH1(t, F, ...)                                                              \
+    ((t) == F32 ? F<float>(__VA_ARGS__) : (t) == BF16 ? F<bf16>(__VA_ARGS__) : F<f16>(__VA_ARGS__))
 
 template <typename T> static ih_err relu_t(net *e, int t, size_t len, int bwd)
 {
@@ -365,7 +395,7 @@ static ih_err conv_plan_create(net *e, int li, size_t *ws_need)
     IH_TRY(conv_set_batch(e, p, l, e->max_batch));
     IH_CUDNN(cudnnSetFilter4dDescriptor(p->w, dnn_type(dt), CUDNN_TENSOR_NHWC, l->k,
                                         l->in[0] == 0 ? e->cpad : xs->c, l->r, l->s));
-    cudnnMathType_t math = exact ? CUDNN_FMA_MATH : dt == BF16 ? CUDNN_TENSOR_OP_MATH : CUDNN_DEFAULT_MATH;
+    cudnnMathType_t math = exact ? CUDNN_FMA_MATH : dt != F32 ? CUDNN_TENSOR_OP_MATH : CUDNN_DEFAULT_MATH;
     cudnnConvolutionDescriptor_t cds[3] = {p->cf, p->cd, p->cw};
     for (int i = 0; i < 3; i++) {
         IH_CUDNN(cudnnSetConvolution2dDescriptor(cds[i], l->pad, l->pad, l->stride, l->stride, 1, 1,
@@ -456,14 +486,14 @@ static ih_err conv_plan_create(net *e, int li, size_t *ws_need)
         if (c > *ws_need) *ws_need = c;
     }
     IH_TRACE(IH_LOG_MODEL, "conv layer %d (%s, %dx%dx%d -> %d, %dx%d/%d): algos fwd %d bwd-data %d "
-             "bwd-filter %d", li, dt == BF16 ? "bf16" : "fp32", xs->h, xs->w, xs->c, l->k, l->r,
+             "bwd-filter %d", li, dt_name(dt), xs->h, xs->w, xs->c, l->k, l->r,
              l->s, l->stride, (int)p->fa, (int)p->da, (int)p->wa);
     return IH_OK;
 none:
     return ih_fail(IH_E_CUDA, "cuDNN: no usable %s algorithm for conv layer %d (%dx%dx%d -> %d, "
                    "kernel %dx%d, stride %d, %s%s); this cuDNN build does not support the shape",
                    "convolution", li, xs->h, xs->w, xs->c, l->k, l->r, l->s, l->stride,
-                   dt == BF16 ? "bf16" : "fp32", exact ? ", FMA math" : "");
+                   dt_name(dt), exact ? ", FMA math" : "");
 }
 
 /* bf16 (speed) mode: replaces the heuristics' choices by cuDNN's measured ones
@@ -488,8 +518,8 @@ static ih_err conv_find(net *e, int li, void *ws, size_t cap, size_t *ws_need)
     const model_layer *l = &e->g->layers[li];
     conv_plan *p = &e->conv[li];
     int padded = l->in[0] == 0, cnt = 0, q = -1;
-    const void *w = padded ? e->wpad : (const void *)(e->params16 + l->w_off);
-    void *dw = padded ? e->dwpad : (void *)(e->wgrad16 + l->w_off);
+    const void *w = padded ? e->wpad : (const void *)lp_at(e->params16, l->w_off);
+    void *dw = padded ? e->dwpad : lp_at(e->wgrad16, l->w_off);
     cudnnConvolutionFwdAlgoPerf_t fr[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     IH_CUDNN(cudnnSetConvolutionMathType(p->cf, CUDNN_TENSOR_OP_MATH));
     IH_CUDNN(cudnnFindConvolutionForwardAlgorithmEx(e->dnn, p->x, e->val[l->in[0]], p->w, w, p->cf,
@@ -581,7 +611,7 @@ void model_cuda_net_destroy(net *e)
     void *bufs[] = {e->wpad,   e->dwpad,  e->params, e->grads,  e->state,   e->params16, e->wgrad16, e->arena,
                     e->aux,    e->partial, e->argmax, e->ws,       e->d_img,   e->d_lab,
                     e->d_img_in, e->d_lab_in, e->blas_ws,
-                    e->d_loss, e->d_hit, e->mom, e->tiles};
+                    e->d_loss, e->d_hit, e->mom, e->tiles, e->d_skip};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) cudaFree(bufs[i]);
     for (int v = 0; v < 2; v++) {
@@ -595,6 +625,8 @@ void model_cuda_net_destroy(net *e)
     if (e->gjoin) cudaEventDestroy(e->gjoin);
     if (e->gs) cudaStreamDestroy(e->gs);
     if (e->h_grads) cudaFreeHost(e->h_grads);
+    if (e->h_skip) cudaFreeHost(e->h_skip);
+    if (e->skip_ev) cudaEventDestroy(e->skip_ev);
     free(e->layer_pt);
     free(e->pt_off);
     free(e->pt_hi);
@@ -694,9 +726,10 @@ static ih_err create_inner(net *e)
         return ih_fail(IH_E_SYS, "model cuda: out of host memory");
 
     /* dtypes (see the file header) and fusion of BN/ADD + in-place ReLU */
-    int cdt = e->prec == MODEL_PREC_BF16 ? BF16 : F32;
+    int cdt = e->prec == MODEL_PREC_BF16 ? BF16 : e->prec == MODEL_PREC_FP16 ? F16 : F32;
+    e->lp = cdt;
     e->dt[0] = cdt;
-    e->cpad = cdt == BF16 ? 8 : 4;
+    e->cpad = cdt != F32 ? 8 : 4;
     for (int i = 0; i < nl; i++) {
         const model_layer *l = &g->layers[i];
         int in = e->dt[l->in[0]];
@@ -763,10 +796,19 @@ static ih_err create_inner(net *e)
     IH_CUDA(cudaHostAlloc((void **)&e->h_grads, (np + 1) * sizeof(float), cudaHostAllocDefault));
     memset(e->h_grads, 0, (np + 1) * sizeof(float));
     IH_TRY(ready_points(e));
-    if (e->prec == MODEL_PREC_BF16) {
-        IH_CUDA(cudaMalloc((void **)&e->params16, (np + 1) * sizeof(bf16)));
-        IH_CUDA(cudaMalloc((void **)&e->wgrad16, (np + 1) * sizeof(bf16)));
-        IH_CUDA(cudaMemset(e->wgrad16, 0, (np + 1) * sizeof(bf16)));
+    if (cdt != F32) { /* bf16 and fp16 are both 2 bytes */
+        IH_CUDA(cudaMalloc(&e->params16, (np + 1) * 2));
+        IH_CUDA(cudaMalloc(&e->wgrad16, (np + 1) * 2));
+        IH_CUDA(cudaMemset(e->wgrad16, 0, (np + 1) * 2));
+    }
+    e->ls = 1;
+    if (cdt == F16) {
+        e->ls = LS_INIT;
+        IH_CUDA(cudaMalloc((void **)&e->d_skip, sizeof(int)));
+        IH_CUDA(cudaMemset(e->d_skip, 0, sizeof(int)));
+        IH_CUDA(cudaHostAlloc((void **)&e->h_skip, sizeof(int), cudaHostAllocDefault));
+        *e->h_skip = 0;
+        IH_CUDA(cudaEventCreateWithFlags(&e->skip_ev, cudaEventDisableTiming));
     }
     IH_CUDA(cudaMalloc((void **)&e->aux, (aux + 1) * sizeof(float)));
     IH_CUDA(cudaMalloc((void **)&e->partial, (size_t)PMAX * 2 * cmax * sizeof(float)));
@@ -789,7 +831,7 @@ static ih_err create_inner(net *e)
     for (int i = 0; i < nl; i++)
         if (g->layers[i].op == MODEL_OP_CONV) IH_TRY(conv_plan_create(e, i, &ws));
     const char *fenv = getenv("IH_CUDNN_FIND");
-    if (e->prec == MODEL_PREC_BF16 && !(fenv && !strcmp(fenv, "0"))) {
+    if (cdt != F32 && !(fenv && !strcmp(fenv, "0"))) {
         /* measure at create (seconds for ResNet-50); IH_CUDNN_FIND=0 keeps the heuristics */
         size_t cap = WS_CAP, fws = 0;
         void *tmp = NULL;
@@ -814,7 +856,7 @@ static ih_err create_inner(net *e)
     e->cur_n = B;
     IH_CUDA(cudaStreamSynchronize(e->s));
     IH_INFO(IH_LOG_MODEL, "model cuda: %s, %.1f MiB of activations+gradients for batch %d, "
-            "cuDNN workspace %.1f MiB", e->prec == MODEL_PREC_BF16 ? "bf16" : "fp32 (exact)",
+            "cuDNN workspace %.1f MiB", cdt != F32 ? dt_name(cdt) : "fp32 (exact)",
             total / 1048576.0, B, ws / 1048576.0);
     return IH_OK;
 }
@@ -833,7 +875,7 @@ ih_err model_cuda_net_create(net **out, const model_graph *g, int max_batch, dou
     e->max_batch = max_batch;
     e->momentum = bn_momentum;
     e->eps = bn_eps;
-    e->prec = prec == MODEL_PREC_FP32 ? MODEL_PREC_FP32 : MODEL_PREC_BF16;
+    e->prec = prec == MODEL_PREC_FP32 || prec == MODEL_PREC_FP16 ? prec : MODEL_PREC_BF16;
     ih_err err = create_inner(e);
     if (err != IH_OK) {
         model_cuda_net_destroy(e);
@@ -845,6 +887,50 @@ ih_err model_cuda_net_create(net **out, const model_graph *g, int max_batch, dou
 
 /* ---- host copies ---- */
 
+/* ---- dtype-dispatched launchers of the weight/gradient conversions (DISPATCH1 on a dtype) ---- */
+
+template <typename T> static ih_err pad_stem_t(net *e, const model_layer *l)
+{
+    size_t rows = (size_t)l->k * l->r * l->s;
+    pad_weights_k<T><<<grid_for(e, rows * e->cpad, 256), 256, 0, e->s>>>(
+        e->params + l->w_off, (T *)e->wpad, rows, 3, e->cpad);
+    IH_CUDA_LAUNCHED("pad_weights_k");
+    return IH_OK;
+}
+
+template <typename T> static ih_err unpad_add_t(net *e, const model_layer *l, float gs)
+{
+    size_t rows = (size_t)l->k * l->r * l->s;
+    unpad_add_k<T><<<grid_for(e, rows * 3, 256), 256, 0, e->s>>>((const T *)e->dwpad,
+                                                                e->grads + l->w_off, rows, 3, e->cpad, gs);
+    IH_CUDA_LAUNCHED("unpad_add_k");
+    return IH_OK;
+}
+
+template <typename T> static ih_err to_lp_t(net *e)
+{
+    size_t np = e->g->nparams;
+    to_lp_k<T><<<grid_for(e, np, 256), 256, 0, e->s>>>(e->params, (T *)e->params16, np);
+    IH_CUDA_LAUNCHED("to_lp_k");
+    return IH_OK;
+}
+
+template <typename T> static ih_err add_lp_t(net *e, size_t off, size_t cnt, float gs)
+{
+    add_lp_to_f32_k<T><<<grid_for(e, cnt, 256), 256, 0, e->s>>>((const T *)lp_at(e->wgrad16, off),
+                                                               e->grads + off, cnt, gs);
+    IH_CUDA_LAUNCHED("add_lp_to_f32_k");
+    return IH_OK;
+}
+
+template <typename T> static ih_err sgd_t(net *e, const optim_sgd_plan *p, const int *skip)
+{
+    sgd_k<T><<<e->ntiles, 256, 0, e->s>>>(e->params, e->grads, e->mom, (T *)e->params16, e->tiles,
+                                          *p, skip);
+    IH_CUDA_LAUNCHED("sgd_k");
+    return IH_OK;
+}
+
 /* The padded copy of the stem conv's weights that the stem reads (file header), from the fp32
  * master weights. Queued on s. */
 static ih_err pad_stem(net *e)
@@ -852,14 +938,7 @@ static ih_err pad_stem(net *e)
     for (int i = 0; i < e->g->nlayers; i++) {
         const model_layer *l = &e->g->layers[i];
         if (l->op != MODEL_OP_CONV || l->in[0] != 0) continue;
-        size_t rows = (size_t)l->k * l->r * l->s;
-        if (e->dt[0] == BF16)
-            pad_weights_k<bf16><<<grid_for(e, rows * e->cpad, 256), 256, 0, e->s>>>(
-                e->params + l->w_off, (bf16 *)e->wpad, rows, 3, e->cpad);
-        else
-            pad_weights_k<float><<<grid_for(e, rows * e->cpad, 256), 256, 0, e->s>>>(
-                e->params + l->w_off, (float *)e->wpad, rows, 3, e->cpad);
-        IH_CUDA_LAUNCHED("pad_weights_k");
+        IH_TRY(DISPATCH1(e->dt[0], pad_stem_t, e, l));
     }
     return IH_OK;
 }
@@ -868,10 +947,7 @@ ih_err model_cuda_put_params(net *e, const float *params)
 {
     size_t np = e->g->nparams;
     IH_CUDA(cudaMemcpyAsync(e->params, params, np * sizeof(float), cudaMemcpyHostToDevice, e->s));
-    if (e->params16) {
-        f32_to_bf16_k<<<grid_for(e, np, 256), 256, 0, e->s>>>(e->params, e->params16, np);
-        IH_CUDA_LAUNCHED("f32_to_bf16_k");
-    }
+    if (e->params16) IH_TRY(DISPATCH1(e->lp, to_lp_t, e));
     IH_TRY(pad_stem(e));
     IH_CUDA(cudaStreamSynchronize(e->s));
     return IH_OK;
@@ -922,9 +998,65 @@ out:
 ih_err model_cuda_sgd_step(net *e, const optim_sgd_plan *p)
 {
     if (!e->mom || !e->tiles) return ih_fail(IH_E_INTERNAL, "model cuda: SGD step before sgd_setup");
-    sgd_k<<<e->ntiles, 256, 0, e->s>>>(e->params, e->grads, e->mom, e->params16, e->tiles, *p);
-    IH_CUDA_LAUNCHED("sgd_k");
-    return pad_stem(e);
+    if (e->lp != F16) {
+        IH_TRY(DISPATCH1(e->lp, sgd_t, e, p, (const int *)NULL));
+        return pad_stem(e);
+    }
+    /* fp16: skip the update if a gradient overflowed (after the allreduce, so every worker
+     * decides alike: inf and NaN survive the sum), and read the flag back for the scale */
+    IH_TRY(resolve_skip(e));
+    IH_CUDA(cudaMemsetAsync(e->d_skip, 0, sizeof(int), e->s));
+    size_t np = e->g->nparams;
+    nonfinite_k<<<grid_for(e, np, 256), 256, 0, e->s>>>(e->grads, np, e->d_skip);
+    IH_CUDA_LAUNCHED("nonfinite_k");
+    IH_TRY(sgd_t<f16>(e, p, e->d_skip));
+    IH_TRY(pad_stem(e));
+    IH_CUDA(cudaMemcpyAsync(e->h_skip, e->d_skip, sizeof(int), cudaMemcpyDeviceToHost, e->s));
+    IH_CUDA(cudaEventRecord(e->skip_ev, e->s));
+    e->skip_pending = 1;
+    return IH_OK;
+}
+
+/* fp16 dynamic loss scaling: the outcome of the last SGD step sets the next steps' scale
+ * (halved after an overflow, doubled after LS_GROWTH good steps, within [1, LS_MAX]). Waits
+ * for that step's flag if it is still in flight (the next step would wait for it anyway). */
+static ih_err resolve_skip(net *e)
+{
+    if (!e->skip_pending) return IH_OK;
+    IH_CUDA(cudaEventSynchronize(e->skip_ev));
+    e->skip_pending = 0;
+    if (*e->h_skip) {
+        e->skipped++;
+        e->good_steps = 0;
+        if (e->ls > 1) e->ls *= 0.5;
+        IH_INFO(IH_LOG_MODEL, "model cuda: fp16 gradients overflowed: step skipped, loss scale now %g",
+                e->ls);
+    } else if (++e->good_steps >= LS_GROWTH) {
+        e->good_steps = 0;
+        if (e->ls < LS_MAX) e->ls *= 2;
+    }
+    return IH_OK;
+}
+
+ih_err model_cuda_loss_scale(net *e, double *scale, int64_t *skipped)
+{
+    IH_TRY(resolve_skip(e));
+    if (scale) *scale = e->ls;
+    if (skipped) *skipped = e->skipped;
+    return IH_OK;
+}
+
+ih_err model_cuda_set_loss_scale(net *e, double scale)
+{
+    if (e->lp != F16) return ih_fail(IH_E_USAGE, "model cuda: a loss scale applies to fp16 only");
+    int ex;
+    if (!(scale >= 1 && scale <= LS_MAX) || frexp(scale, &ex) != 0.5)
+        return ih_fail(IH_E_USAGE, "model cuda: loss scale %g is not a power of two in [1, %g]", scale,
+                       (double)LS_MAX);
+    IH_TRY(resolve_skip(e));
+    e->ls = scale;
+    e->good_steps = 0;
+    return IH_OK;
 }
 
 ih_err model_cuda_put_momentum(net *e, const float *u)
@@ -1036,6 +1168,9 @@ static ih_err forward(net *e, int n, int train)
         if (e->dt[0] == BF16)
             input_pad_k<bf16><<<grid_for(e, npix, 256), 256, 0, e->s>>>(
                 e->d_img, (bf16 *)e->val[0], npix, e->cpad, mr, mg, mb, ir, ig, ib);
+        else if (e->dt[0] == F16)
+            input_pad_k<f16><<<grid_for(e, npix, 256), 256, 0, e->s>>>(
+                e->d_img, (f16 *)e->val[0], npix, e->cpad, mr, mg, mb, ir, ig, ib);
         else
             input_pad_k<float><<<grid_for(e, npix, 256), 256, 0, e->s>>>(
                 e->d_img, (float *)e->val[0], npix, e->cpad, mr, mg, mb, ir, ig, ib);
@@ -1050,7 +1185,7 @@ static ih_err forward(net *e, int n, int train)
         case MODEL_OP_CONV: {
             conv_plan *p = &e->conv[i];
             const void *w = l->in[0] == 0 ? (const void *)e->wpad
-                            : tx == BF16  ? (const void *)(e->params16 + l->w_off)
+                            : tx != F32   ? (const void *)lp_at(e->params16, l->w_off)
                                           : (const void *)(e->params + l->w_off);
             IH_CUDNN(cudnnConvolutionForward(e->dnn, &one, p->x, e->val[l->in[0]], p->w, w, p->cf,
                                              p->fa, e->ws, e->ws_bytes, &zero, p->y, e->val[l->out]));
@@ -1116,34 +1251,27 @@ static ih_err backward(net *e, int n, int to_host)
         switch (l->op) {
         case MODEL_OP_CONV: {
             conv_plan *p = &e->conv[i];
-            int b16 = tx == BF16;
+            int b16 = tx != F32; /* bf16 or fp16 */
             int padded = l->in[0] == 0;
             void *dw = padded ? e->dwpad
-                       : b16  ? (void *)(e->wgrad16 + l->w_off)
+                       : b16  ? lp_at(e->wgrad16, l->w_off)
                               : (void *)(e->grads + l->w_off);
             IH_CUDNN(cudnnConvolutionBackwardFilter(e->dnn, &one, p->x, e->val[l->in[0]], p->y,
                                                     e->grad[l->out], p->cw, p->wa, e->ws,
                                                     e->ws_bytes, b16 || padded ? &zero : &one,
                                                     p->w, dw));
+            /* parameter gradients are stored unscaled: x 1/ls (fp16 loss scaling; else 1) */
+            const float gs = (float)(1.0 / e->ls);
             if (padded) {
-                size_t rows = (size_t)l->k * l->r * l->s;
-                if (b16)
-                    unpad_add_k<bf16><<<grid_for(e, rows * 3, 256), 256, 0, e->s>>>(
-                        (const bf16 *)e->dwpad, e->grads + l->w_off, rows, 3, e->cpad);
-                else
-                    unpad_add_k<float><<<grid_for(e, rows * 3, 256), 256, 0, e->s>>>(
-                        (const float *)e->dwpad, e->grads + l->w_off, rows, 3, e->cpad);
-                IH_CUDA_LAUNCHED("unpad_add_k");
+                IH_TRY(DISPATCH1(tx, unpad_add_t, e, l, gs));
             } else if (b16) {
-                /* this layer's bf16 weight gradient into the fp32 gradients now, so its
+                /* this layer's bf16/fp16 weight gradient into the fp32 gradients now, so its
                  * range is final at its grad-ready point */
                 size_t cnt = (size_t)l->k * l->r * l->s * xs->c;
-                add_bf16_to_f32_k<<<grid_for(e, cnt, 256), 256, 0, e->s>>>(e->wgrad16 + l->w_off,
-                                                                          e->grads + l->w_off, cnt);
-                IH_CUDA_LAUNCHED("add_bf16_to_f32_k");
+                IH_TRY(DISPATCH1(tx, add_lp_t, e, l->w_off, cnt, gs));
             }
             if (l->accum[0] >= 0) {
-                const void *w = b16 ? (const void *)(e->params16 + l->w_off)
+                const void *w = b16 ? (const void *)lp_at(e->params16, l->w_off)
                                     : (const void *)(e->params + l->w_off);
                 IH_CUDNN(cudnnConvolutionBackwardData(e->dnn, &one, p->w, w, p->y, e->grad[l->out],
                                                       p->cd, p->da, e->ws, e->ws_bytes,
@@ -1161,9 +1289,10 @@ static ih_err backward(net *e, int n, int to_host)
         case MODEL_OP_FC: {
             int cin = xs->c, k = l->k;
             const float *x = (const float *)e->val[l->in[0]], *dy = (const float *)e->grad[l->out];
-            IH_CUBLAS(cublasSgemm(e->blas, CUBLAS_OP_N, CUBLAS_OP_T, cin, k, n, &one, x, cin, dy, k,
+            const float gs = (float)(1.0 / e->ls); /* dy carries the loss scale; the grads do not */
+            IH_CUBLAS(cublasSgemm(e->blas, CUBLAS_OP_N, CUBLAS_OP_T, cin, k, n, &gs, x, cin, dy, k,
                                   &one, e->grads + l->w_off, cin));
-            bias_grad_k<<<(k + 127) / 128, 128, 0, e->s>>>(dy, e->grads + l->b_off, n, k);
+            bias_grad_k<<<(k + 127) / 128, 128, 0, e->s>>>(dy, e->grads + l->b_off, n, k, gs);
             IH_CUDA_LAUNCHED("bias_grad_k");
             if (l->accum[0] >= 0)
                 IH_CUBLAS(cublasSgemm(e->blas, CUBLAS_OP_N, CUBLAS_OP_N, cin, n, k, &one,
@@ -1185,8 +1314,10 @@ static ih_err step_body(net *e, int n, double loss_scale, int to_host)
     const model_graph *g = e->g;
     IH_TRY(forward(e, n, 1));
     int lt = g->layers[g->nlayers - 1].out;
-    softmax_ce_k<<<n, 32, 0, e->s>>>((const float *)e->val[lt], e->d_lab, g->num_classes, loss_scale,
-                                     (float *)e->grad[lt], e->d_loss, e->d_hit);
+    /* fp16: the activation gradients carry the loss scale ls; parameter gradients are stored
+     * without it (backward multiplies them by 1/ls as it adds them) */
+    softmax_ce_k<<<n, 32, 0, e->s>>>((const float *)e->val[lt], e->d_lab, g->num_classes,
+                                     loss_scale * e->ls, (float *)e->grad[lt], e->d_loss, e->d_hit);
     IH_CUDA_LAUNCHED("softmax_ce_k");
     IH_TRY(backward(e, n, to_host));
     if (to_host) {
@@ -1205,7 +1336,7 @@ static ih_err run_step(net *e, int n, double loss_scale, int to_host)
 {
     const int v = to_host ? 1 : 0;
     if (e->graph_off) return step_body(e, n, loss_scale, to_host);
-    if (!e->graph[v] || e->graph_n[v] != n || e->graph_scale[v] != loss_scale) {
+    if (!e->graph[v] || e->graph_n[v] != n || e->graph_scale[v] != loss_scale || e->graph_ls[v] != e->ls) {
         if (e->graph[v]) IH_CUDA(cudaGraphExecDestroy(e->graph[v]));
         e->graph[v] = NULL;
         IH_TRY(set_batch(e, n)); /* host-side descriptor work, before the capture */
@@ -1233,6 +1364,7 @@ static ih_err run_step(net *e, int n, double loss_scale, int to_host)
         }
         e->graph_n[v] = n;
         e->graph_scale[v] = loss_scale;
+        e->graph_ls[v] = e->ls;
     }
     IH_CUDA(cudaGraphLaunch(e->graph[v], e->s));
     return IH_OK;
@@ -1244,6 +1376,7 @@ ih_err model_cuda_train_step(net *e, const uint8_t *images, const int32_t *label
 {
     int wait = 0;
     const int want = loss_sum || correct;
+    IH_TRY(resolve_skip(e)); /* the loss scale of this step */
     IH_TRY(put_input(e, images, labels, n, &wait));
     IH_TRY(run_step(e, n, loss_scale, to_host));
     if (wait) IH_CUDA(cudaEventSynchronize(e->copied));

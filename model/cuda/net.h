@@ -11,7 +11,8 @@
  * Precision: MODEL_PREC_FP32 computes everything in fp32 without TF32 (the exact mode the
  * tests compare against the CPU); MODEL_PREC_BF16 keeps activations and conv weights in bf16
  * on tensor cores with fp32 accumulation, fp32 BN statistics, fp32 FC/loss, fp32 master
- * weights and fp32 gradients.
+ * weights and fp32 gradients; MODEL_PREC_FP16 is the same in fp16, with dynamic loss scaling
+ * (the activation gradients carry a power-of-two scale, the fp32 parameter gradients do not).
  * Threads: one thread drives an executor. Calls block until their work is done unless said.
  */
 #ifndef MODEL_CUDA_NET_H
@@ -63,6 +64,13 @@ ih_err model_cuda_sgd_setup(model_cuda_net *e, const optim_seg *segs, size_t nse
 ih_err model_cuda_sgd_step(model_cuda_net *e, const optim_sgd_plan *p);
 ih_err model_cuda_put_momentum(model_cuda_net *e, const float *u);
 ih_err model_cuda_get_momentum(model_cuda_net *e, float *u);
+
+/* fp16 dynamic loss scaling (MODEL_PREC_FP16; model.h). loss_scale: the current scale (1 in
+ * the other modes) and the number of overflowed, skipped SGD steps; waits for the last SGD
+ * step's overflow flag if it is still in flight. set_loss_scale: IH_E_USAGE unless fp16 and
+ * a power of two in [1, 2^24]. */
+ih_err model_cuda_loss_scale(model_cuda_net *e, double *scale, int64_t *skipped);
+ih_err model_cuda_set_loss_scale(model_cuda_net *e, double scale);
 
 /* Training step as model_train_step on host images/labels (copied in; pinned images are
  * copied directly, pageable ones through a pinned staging buffer; either way the caller may

@@ -35,7 +35,11 @@
  *     slim resnet18 max 0.64 in its first layers (L = 0.8); a wrong tensor, layout or missed
  *     accumulation gives >= 1.
  * Prints "MAXREL <prec> <max over tensors of max|a-b|/scale>" for scripts/gpu_check.sh.
- * Usage: test_cuda_vs_cpu [--prec=fp32|bf16]; exit 77 without a device.
+ *   fp16 (10 bits of mantissa, dynamic loss scaling: backward on activation gradients times
+ *     a power of two, parameter gradients divided back; set to 2^10 here so the one step cannot
+ *     overflow): the bf16 bounds, which its 8x finer rounding meets with room; a loss scale
+ *     not divided back out gives >= 2^10.
+ * Usage: test_cuda_vs_cpu [--prec=fp32|bf16|fp16]; exit 77 without a device.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -48,6 +52,10 @@
 
 enum { KINK_FACTOR = 10 };
 static model_precision g_prec = MODEL_PREC_FP32;
+static const char *prec_name(void)
+{
+    return g_prec == MODEL_PREC_FP32 ? "fp32" : g_prec == MODEL_PREC_BF16 ? "bf16" : "fp16";
+}
 static double g_l2max = 0.3; /* bf16 bound of the net being checked */
 static double g_maxrel;
 static double g_kink_l2;     /* fp32: > 0 when the net has a rounding-flipped ReLU kink */
@@ -164,6 +172,7 @@ static void run(const char *arch, int width, int size, int classes, int n)
     cfg.backend = MODEL_BACKEND_CUDA;
     CHECK(model_net_create_full(&gpu, &cfg, width, g_prec) == IH_OK, "%s: %s", net, ih_last_error());
     if (!cpu || !gpu) goto out;
+    if (g_prec == MODEL_PREC_FP16) CHECK(model_set_loss_scale(gpu, 1024) == IH_OK, "%s", ih_last_error());
     size_t np = model_num_params(cpu), ns = model_num_state(cpu);
     CHECK(np == model_num_params(gpu) && ns == model_num_state(gpu), "%s: same layout", net);
 
@@ -207,7 +216,7 @@ static void run(const char *arch, int width, int size, int classes, int n)
     CHECK(ih_close(loss_g, loss_c, 0, ltol), "%s: loss %.8g vs CPU %.8g", net, loss_g, loss_c);
     if (g_prec == MODEL_PREC_FP32) CHECK(hit_g == hit_c, "%s: top-1 %d vs CPU %d", net, hit_g, hit_c);
     printf("%s %s: loss %.6f (CPU %.6f), top-1 %d (CPU %d)\n", net,
-           g_prec == MODEL_PREC_FP32 ? "fp32" : "bf16", loss_g, loss_c, hit_g, hit_c);
+           prec_name(), loss_g, loss_c, hit_g, hit_c);
     const float *gc = model_grads(cpu), *gg = model_grads(gpu);
     g_kink_l2 = 0;
     if (g_prec == MODEL_PREC_FP32)
@@ -232,8 +241,9 @@ int main(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--prec=bf16")) g_prec = MODEL_PREC_BF16;
+        else if (!strcmp(argv[i], "--prec=fp16")) g_prec = MODEL_PREC_FP16;
         else if (strcmp(argv[i], "--prec=fp32")) {
-            fprintf(stderr, "usage: %s [--prec=fp32|bf16]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--prec=fp32|bf16|fp16]\n", argv[0]);
             return 2;
         }
     }
@@ -246,6 +256,6 @@ int main(int argc, char **argv)
         run("resnet50", 4, 128, 10, 4);
         run("resnet50", 8, 128, 10, 4);
     }
-    printf("MAXREL %s %.3e\n", g_prec == MODEL_PREC_FP32 ? "fp32" : "bf16", g_maxrel);
+    printf("MAXREL %s %.3e\n", prec_name(), g_maxrel);
     return ih_test_result();
 }
