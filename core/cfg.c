@@ -17,6 +17,7 @@ void ih_cfg_defaults(ih_cfg *c)
     c->max_scale = 1.0f;
     snprintf(c->arch, sizeof c->arch, "resnet50");
     snprintf(c->backend, sizeof c->backend, "cpu");
+    snprintf(c->precision, sizeof c->precision, "auto");
     c->batch = 32;
     c->epochs = 90;
     c->base_lr = 0.1;
@@ -63,6 +64,8 @@ void ih_cfg_usage(FILE *f, const char *prog)
         "model:\n"
         "  --arch NAME             resnet18|34|50|101, resnet8|14|20|32|56 (CIFAR-style) (resnet50)\n"
         "  --backend cpu|cuda      compute backend (cpu)\n"
+        "  --precision P           auto|fp32|bf16|fp16: compute precision; auto = fp32 on the CPU,\n"
+        "                          bf16 on CUDA; fp16 uses dynamic loss scaling (CUDA only) (auto)\n"
         "  --num-classes N         classes (0: from the training data) (0)\n"
         "optimisation:\n"
         "  -b, --batch-size N      images per worker per step, n (32)\n"
@@ -141,7 +144,7 @@ enum {
     O_TRAIN = 1000, O_VAL, O_THREADS, O_IMAGE, O_RESIZE, O_MINS, O_MAXS, O_ARCH, O_BACKEND,
     O_NCLS, O_LR, O_WARM, O_SCHED, O_DECAY, O_MOM, O_WD, O_NONEST, O_NOMC, O_SEED, O_MODE,
     O_RESUME, O_CKPT, O_LOGEVERY, O_MAXIT, O_PROG, O_NOPROG, O_NPROC, O_ACCUM, O_BUCKET, O_FBUCKET,
-    O_ALGO, O_CTIMEOUT, O_CKEVERY, O_PITERS, O_TRACE, O_FABRIC, O_IBDEV, O_IBPORT, O_HIER
+    O_ALGO, O_CTIMEOUT, O_CKEVERY, O_PITERS, O_TRACE, O_FABRIC, O_IBDEV, O_IBPORT, O_HIER, O_PREC
 };
 
 ih_err ih_cfg_parse(ih_cfg *c, int argc, char **argv, int *help_printed)
@@ -152,6 +155,7 @@ ih_err ih_cfg_parse(ih_cfg *c, int argc, char **argv, int *help_printed)
         {"resize", required_argument, 0, O_RESIZE},     {"min-scale", required_argument, 0, O_MINS},
         {"max-scale", required_argument, 0, O_MAXS},    {"arch", required_argument, 0, O_ARCH},
         {"backend", required_argument, 0, O_BACKEND},   {"num-classes", required_argument, 0, O_NCLS},
+        {"precision", required_argument, 0, O_PREC},
         {"batch-size", required_argument, 0, 'b'},      {"epochs", required_argument, 0, 'e'},
         {"base-lr", required_argument, 0, O_LR},        {"warmup-epochs", required_argument, 0, O_WARM},
         {"schedule", required_argument, 0, O_SCHED},    {"decay-epochs", required_argument, 0, O_DECAY},
@@ -191,6 +195,11 @@ ih_err ih_cfg_parse(ih_cfg *c, int argc, char **argv, int *help_printed)
             if (strcmp(a, "cpu") && strcmp(a, "cuda"))
                 return ih_fail(IH_E_USAGE, "--backend: '%s' is not one of cpu, cuda", a);
             IH_TRY(copy_str("backend", c->backend, sizeof c->backend, a));
+            break;
+        case O_PREC:
+            if (strcmp(a, "auto") && strcmp(a, "fp32") && strcmp(a, "bf16") && strcmp(a, "fp16"))
+                return ih_fail(IH_E_USAGE, "--precision: '%s' is not one of auto, fp32, bf16, fp16", a);
+            IH_TRY(copy_str("precision", c->precision, sizeof c->precision, a));
             break;
         case O_NCLS: IH_TRY(parse_int("num-classes", a, 0, 1000000, &iv)); c->num_classes = (int)iv; break;
         case 'b': IH_TRY(parse_int("batch-size", a, 1, 1 << 20, &iv)); c->batch = (int)iv; break;
@@ -274,6 +283,8 @@ ih_err ih_cfg_derive(ih_cfg *c)
         return ih_fail(IH_E_USAGE, "eval mode needs --val LMDB and --checkpoint PATH");
     if (c->min_scale > c->max_scale)
         return ih_fail(IH_E_USAGE, "--min-scale %g is larger than --max-scale %g", c->min_scale, c->max_scale);
+    if (!strcmp(c->backend, "cpu") && (!strcmp(c->precision, "bf16") || !strcmp(c->precision, "fp16")))
+        return ih_fail(IH_E_USAGE, "--precision %s needs --backend cuda (the CPU backend computes in fp32)", c->precision);
     if (!c->resize) c->resize = (c->image_size * 256 + 223) / 224;
     if (c->resize < c->image_size)
         return ih_fail(IH_E_USAGE, "--resize %d is smaller than --image-size %d", c->resize, c->image_size);
@@ -290,7 +301,7 @@ void ih_cfg_print(const ih_cfg *c, FILE *f)
     fprintf(f, "  %-22s %s\n", "mode", c->mode == IH_MODE_TRAIN ? "train" : c->mode == IH_MODE_EVAL ? "eval" : "profile");
     fprintf(f, "  %-22s %s\n", "train", c->train_lmdb[0] ? c->train_lmdb : "-");
     fprintf(f, "  %-22s %s\n", "val", c->val_lmdb[0] ? c->val_lmdb : "-");
-    fprintf(f, "  %-22s %s (%s)\n", "arch", c->arch, c->backend);
+    fprintf(f, "  %-22s %s (%s, precision %s)\n", "arch", c->arch, c->backend, c->precision);
     fprintf(f, "  %-22s %d\n", "image-size", c->image_size);
     fprintf(f, "  %-22s %d\n", "resize (eval)", c->resize);
     fprintf(f, "  %-22s %.3g..%.3g\n", "crop scale", c->min_scale, c->max_scale);

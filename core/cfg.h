@@ -26,6 +26,7 @@ typedef struct {
     /* model */
     char arch[32];
     char backend[16];     /* cpu | cuda */
+    char precision[8];    /* auto | fp32 | bf16 | fp16 (auto: fp32 on the CPU, bf16 on CUDA) */
     int num_classes;      /* 0: from the training data */
     /* optimisation (Goyal et al. 2017) */
     int batch;            /* n, images per worker per step */

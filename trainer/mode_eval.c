@@ -5,6 +5,7 @@
 #include "core/log.h"
 #include "trainer/checkpoint.h"
 #include "trainer/modes.h"
+#include "trainer/session.h"
 
 ih_err mode_eval(ih_cfg *cfg)
 {
@@ -28,9 +29,8 @@ ih_err mode_eval(ih_cfg *cfg)
     vc.train = 0;
     IH_TRY_GOTO(pipe_loader_create(&val, &vc), e, out);
     model_cfg mc = {.arch = cm.arch, .num_classes = cm.num_classes, .image_size = cm.image_size,
-                    .max_batch = cfg->batch, .backend = strcmp(cfg->backend, "cuda") ? MODEL_BACKEND_CPU : MODEL_BACKEND_CUDA,
-                    .bn_momentum = 0.1f, .bn_eps = 1e-5f};
-    IH_TRY_GOTO(model_net_create(&m, &mc), e, out);
+                    .max_batch = cfg->batch, .backend = session_backend(cfg), .bn_momentum = 0.1f, .bn_eps = 1e-5f};
+    IH_TRY_GOTO(model_net_create_prec(&m, &mc, session_precision(cfg)), e, out);
     if (cm.n_params != model_num_params(m) || cm.n_state != model_num_state(m)) {
         e = ih_fail(IH_E_DATA, "checkpoint %s does not match a %s with %d classes", cfg->checkpoint, cm.arch, cm.num_classes);
         goto out;

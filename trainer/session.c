@@ -67,6 +67,19 @@ static ih_err resume_rank0(session *s, resume_info *ri)
     return IH_OK;
 }
 
+model_backend session_backend(const ih_cfg *cfg)
+{
+    return strcmp(cfg->backend, "cuda") ? MODEL_BACKEND_CPU : MODEL_BACKEND_CUDA;
+}
+
+model_precision session_precision(const ih_cfg *cfg)
+{
+    return !strcmp(cfg->precision, "fp32")   ? MODEL_PREC_FP32
+           : !strcmp(cfg->precision, "bf16") ? MODEL_PREC_BF16
+           : !strcmp(cfg->precision, "fp16") ? MODEL_PREC_FP16
+                                             : MODEL_PREC_DEFAULT;
+}
+
 ih_err session_open(session *s, ih_cfg *cfg, comm_ctx *comm)
 {
     ih_err e = IH_OK;
@@ -113,9 +126,8 @@ ih_err session_open(session *s, ih_cfg *cfg, comm_ctx *comm)
     s->ncls = ncls;
 
     model_cfg mc = {.arch = cfg->arch, .num_classes = ncls, .image_size = cfg->image_size,
-                    .max_batch = cfg->batch, .backend = strcmp(cfg->backend, "cuda") ? MODEL_BACKEND_CPU : MODEL_BACKEND_CUDA,
-                    .bn_momentum = 0.1f, .bn_eps = 1e-5f};
-    IH_TRY(model_net_create(&s->m, &mc));
+                    .max_batch = cfg->batch, .backend = session_backend(cfg), .bn_momentum = 0.1f, .bn_eps = 1e-5f};
+    IH_TRY(model_net_create_prec(&s->m, &mc, session_precision(cfg)));
     model_init_params(s->m, cfg->seed);
 
     const model_param_seg *segs;

@@ -51,6 +51,9 @@ typedef struct {
 } session;
 
 ih_err session_open(session *s, ih_cfg *cfg, comm_ctx *comm);
+/* --backend and --precision as the model's create arguments. */
+model_backend session_backend(const ih_cfg *cfg);
+model_precision session_precision(const ih_cfg *cfg);
 void session_close(session *s);
 
 /* The SGD step on the aggregated gradients, where the parameters live (model_sgd_step: on

@@ -30,6 +30,8 @@ int main(void)
     expect(2, "--base-lr: 'abc' is not a number", "--train x --base-lr abc");
     expect(2, "--schedule: 'linear' is not one of step, cosine", "--train x --schedule linear");
     expect(2, "needs a value", "--train");
+    expect(2, "--precision: 'fp8' is not one of auto, fp32, bf16, fp16", "--train x --precision fp8");
+    expect(2, "--precision bf16 needs --backend cuda", "--train x --precision bf16");
     snprintf(args, sizeof args, "--train %s/does-not-exist -o %s/run", tmp, tmp);
     expect(2, "does-not-exist", args);
 
