@@ -386,6 +386,22 @@ static ih_err recv_progress(ib_fabric *t, int pi, int *moved)
     IH_TRY(issue_cts(t, pi));
     for (;;) {
         comm_req *q = p->rq_head;
+        /* The next large message opens as soon as the current one is replied for in full, even
+         * while its bytes are still arriving, so the replies for consecutive large messages
+         * (pipelining chunks) flow without a round trip between them. Its RTS being the next
+         * ring item means no byte lies between the two: those would be ring items before it. */
+        if (p->cts_pos == p->reg_end && p->r_consumed < p->r_arrived && !p->r_poff &&
+            (p->r_len[p->r_consumed % t->S] & IB_RTS_BIT)) {
+            uint64_t L = get_be64((const unsigned char *)rslot(t, pi, p->r_consumed));
+            if (L == 0) return violation(t, pi, "an RTS for an empty message");
+            p->cts_pos = p->r_cons > p->reg_end ? p->r_cons : p->reg_end;
+            p->reg_end = p->cts_pos + L;
+            p->r_consumed++;
+            p->credit_pending++;
+            (*moved)++;
+            IH_TRY(issue_cts(t, pi));
+            continue;
+        }
         if (p->cts_done < p->cts_issued) { /* inside a large message, in a replied segment */
             ib_seg *g = &p->seg[p->cts_done % IB_NCTS];
             /* a direct segment is delivered whole; an eager one item by item */
@@ -424,17 +440,7 @@ static ih_err recv_progress(ib_fabric *t, int pi, int *moved)
         if (p->r_consumed == p->r_arrived) return IH_OK;
         uint32_t il = p->r_len[p->r_consumed % t->S];
         char *item = rslot(t, pi, p->r_consumed);
-        if (il & IB_RTS_BIT) { /* a large message starts here */
-            uint64_t L = get_be64((const unsigned char *)item);
-            if (L == 0 || p->r_poff) return violation(t, pi, "an empty or misplaced RTS");
-            p->reg_end = p->r_cons + L;
-            p->cts_pos = p->r_cons;
-            p->r_consumed++;
-            p->credit_pending++;
-            (*moved)++;
-            IH_TRY(issue_cts(t, pi));
-            continue;
-        }
+        if (il & IB_RTS_BIT) return violation(t, pi, "an RTS in the middle of a ring item");
         if (!q) return IH_OK;
         size_t take = il - p->r_poff < q->len - q->done ? il - p->r_poff : q->len - q->done;
         memcpy(q->buf + q->done, item + p->r_poff, take);
