@@ -725,7 +725,10 @@ static ih_err ib_reg(comm_fabric *f, void *buf, size_t bytes)
 {
     ib_fabric *t = (ib_fabric *)f;
     if (!t->pd) return IH_OK; /* one rank: nothing to move */
-    IH_ASSERT(t->nreg < IB_MAX_REG, "more than %d RDMA regions", IB_MAX_REG);
+    if (t->nreg == IB_MAX_REG) /* comm.c bounds one ctx; split views add theirs here too */
+        return ih_fail(IH_E_USAGE, "rank %d: cannot register %zu B at %p: the ib fabric already holds "
+                       "%d registered regions (every ctx and split view adds its own)", t->base.rank,
+                       bytes, buf, IB_MAX_REG);
     char what[96];
     snprintf(what, sizeof what, "buffer at %p registered by rank %d for zero-copy transfers", buf, t->base.rank);
     struct ibv_mr *mr = NULL;
