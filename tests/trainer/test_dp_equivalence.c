@@ -15,58 +15,18 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "tests/trainer/tiny_data.h"
-#include "trainer/checkpoint.h"
+#include "tests/trainer/dp_ckpt.h"
 
 #define BOUND 1e-6
 enum { STEPS = 6 };
 
-static char out[1 << 18];
-
-static int run(const char *tmp, const char *name, const char *how)
-{
-    int rc = run_cmd(out, sizeof out,
-                     "%s/bin/train %s --train %s/train.lmdb -o %s/%s --arch resnet8 --image-size 16 -b 4 --epochs 2 "
-                     "--base-lr 0.4 --warmup-epochs 0 --schedule cosine --threads 1 --max-iters %d --no-progress "
-                     "--comm-timeout 30",
-                     bin_dir(), how, tmp, tmp, name, STEPS);
-    if (rc) fprintf(stderr, "train %s (%s): exit %d\n%s\n", name, how, rc, out);
-    return rc;
-}
-
-typedef struct {
-    ckpt_meta m;
-    float *p, *s, *u;
-} ck;
-
-static int load(const char *tmp, const char *name, ck *c)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s/checkpoint.bin", tmp, name);
-    if (ckpt_read_meta(path, &c->m)) { fprintf(stderr, "%s\n", ih_last_error()); return 1; }
-    c->p = malloc(c->m.n_params * sizeof(float));
-    c->s = malloc(c->m.n_state * sizeof(float));
-    c->u = malloc(c->m.n_momentum * sizeof(float));
-    if (ckpt_load(path, &c->m, c->p, c->s, c->u)) { fprintf(stderr, "%s\n", ih_last_error()); return 1; }
-    return 0;
-}
-
-static double maxdiff(const float *a, const float *b, size_t n)
-{
-    double d = 0;
-    for (size_t i = 0; i < n; i++) {
-        double x = fabs((double)a[i] - (double)b[i]);
-        if (x > d || x != x) d = x;
-    }
-    return d;
-}
 
 int main(void)
 {
     char tmp[] = "/tmp/ih_dpeq_XXXXXX";
     CHECK(mkdtemp(tmp) != NULL, "mkdtemp");
     if (make_tiny_data(tmp, 4, 48, 2)) { CHECK(0, "could not build the tiny dataset"); return ih_test_result(); }
-    ck acc[5], par[5];
+    dp_ck acc[5], par[5];
     memset(acc, 0, sizeof acc);
     memset(par, 0, sizeof par);
     for (int k = 1; k <= 4; k++) {
@@ -74,16 +34,16 @@ int main(void)
         snprintf(a, sizeof a, "acc%d", k);
         snprintf(p, sizeof p, "par%d", k);
         snprintf(how, sizeof how, "--accumulate %d", k);
-        CHECK(run(tmp, a, how) == 0, "one worker, --accumulate %d", k);
+        CHECK(dp_run(tmp, a, "", how, STEPS, 30) == 0, "one worker, --accumulate %d", k);
         snprintf(how, sizeof how, "--nproc %d", k);
-        CHECK(run(tmp, p, how) == 0, "%d workers", k);
-        if (load(tmp, a, &acc[k]) || load(tmp, p, &par[k])) { CHECK(0, "checkpoints for k=%d", k); continue; }
+        CHECK(dp_run(tmp, p, "", how, STEPS, 30) == 0, "%d workers", k);
+        if (dp_load(tmp, a, &acc[k]) || dp_load(tmp, p, &par[k])) { CHECK(0, "checkpoints for k=%d", k); continue; }
         CHECK(acc[k].m.iter == STEPS && par[k].m.iter == STEPS, "k=%d: iterations %lld %lld", k,
               (long long)acc[k].m.iter, (long long)par[k].m.iter);
         CHECK(par[k].m.world == k && acc[k].m.accumulate == k, "k=%d: checkpoint says world %d, accumulate %d", k,
               par[k].m.world, acc[k].m.accumulate);
-        const double dp = maxdiff(acc[k].p, par[k].p, par[k].m.n_params);
-        const double du = maxdiff(acc[k].u, par[k].u, par[k].m.n_params);
+        const double dp = dp_maxdiff(acc[k].p, par[k].p, par[k].m.n_params);
+        const double du = dp_maxdiff(acc[k].u, par[k].u, par[k].m.n_params);
         printf("k=%d: max |w_workers - w_accumulate| = %.3g, momentum %.3g (bound %.1g)\n", k, dp, du, BOUND);
         if (k == 1) CHECK(dp == 0 && du == 0, "k=1 must be bit-exact: %g %g", dp, du);
         CHECK(dp <= BOUND, "k=%d: parameters differ by %g > %g", k, dp, BOUND);
@@ -92,13 +52,13 @@ int main(void)
     }
     for (int k = 2; k <= 4; k++)
         if (par[k].p && par[k - 1].p) {
-            double d = maxdiff(par[k].p, par[k - 1].p, par[k].m.n_params);
+            double d = dp_maxdiff(par[k].p, par[k - 1].p, par[k].m.n_params);
             CHECK(d > 100 * BOUND, "runs with k=%d and k=%d should differ clearly, differ by %g", k, k - 1, d);
         }
     for (int k = 1; k <= 4; k++) {
-        free(acc[k].p); free(acc[k].s); free(acc[k].u);
-        free(par[k].p); free(par[k].s); free(par[k].u);
+        dp_ck_free(&acc[k]);
+        dp_ck_free(&par[k]);
     }
-    run_cmd(out, sizeof out, "rm -rf %s", tmp);
+    run_cmd(dp_out, sizeof dp_out, "rm -rf %s", tmp);
     return ih_test_result();
 }
