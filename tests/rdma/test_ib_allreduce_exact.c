@@ -12,34 +12,6 @@
 
 static int kmax = 9;
 
-static float value(int rank, size_t i, int rep)
-{
-    return (float)((int)((rank * 7u + i * 13u + (unsigned)rep * 5u) % 17u) - 8);
-}
-
-static int check(const ib_rank *r, comm_ctx *c, float *buf, float *ref, size_t n, comm_algo a, int rep)
-{
-    for (size_t i = 0; i < n; i++) {
-        buf[i] = value(r->rank, i, rep);
-        float s = 0;
-        for (int q = 0; q < r->world; q++) s += value(q, i, rep);
-        ref[i] = s;
-    }
-    if (comm_coll_allreduce(c, buf, n, a) != IH_OK) {
-        fprintf(stderr, "FAIL rank %d/%d: allreduce(%s, n=%zu, rep %d): %s\n", r->rank, r->world,
-                comm_algo_name(a), n, rep, ih_last_error());
-        return 1;
-    }
-    if (n && memcmp(buf, ref, n * sizeof(float))) {
-        size_t i = 0;
-        while (buf[i] == ref[i]) i++;
-        fprintf(stderr, "FAIL rank %d/%d: allreduce(%s, n=%zu, rep %d): element %zu is %g, expected %g\n",
-                r->rank, r->world, comm_algo_name(a), n, rep, i, (double)buf[i], (double)ref[i]);
-        return 1;
-    }
-    return 0;
-}
-
 static int grid_body(const ib_rank *r)
 {
     comm_ctx *c = NULL;
@@ -57,7 +29,7 @@ static int grid_body(const ib_rank *r)
     for (size_t si = 0; si < 6 && !fails; si++)
         for (int a = 0; a < 2 && !fails; a++)
             for (int rep = 0; rep < 2 && !fails; rep++)
-                fails += check(r, c, buf, ref, sizes[si], algos[a], rep + 2 * a);
+                fails += ib_check_allreduce(r, c, buf, ref, sizes[si], algos[a], rep + 2 * a);
     free(buf);
     free(ref);
     comm_ctx_destroy(c);
@@ -75,8 +47,9 @@ static int reuse_body(const ib_rank *r)
     size_t big = (64u << 20) / sizeof(float);
     float *buf = malloc(big * sizeof(float)), *ref = malloc(big * sizeof(float));
     for (size_t n = 1; n <= 200 && !fails; n++)
-        fails += check(r, c, buf, ref, n, n % 2 ? COMM_ALGO_HD : COMM_ALGO_RING, (int)n);
-    for (int a = 0; a < 2 && !fails; a++) fails += check(r, c, buf, ref, big, a ? COMM_ALGO_RING : COMM_ALGO_HD, 7 + a);
+        fails += ib_check_allreduce(r, c, buf, ref, n, n % 2 ? COMM_ALGO_HD : COMM_ALGO_RING, (int)n);
+    for (int a = 0; a < 2 && !fails; a++)
+        fails += ib_check_allreduce(r, c, buf, ref, big, a ? COMM_ALGO_RING : COMM_ALGO_HD, 7 + a);
     free(buf);
     free(ref);
     comm_ctx_destroy(c);

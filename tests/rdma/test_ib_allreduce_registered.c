@@ -18,34 +18,6 @@
 #include "tests/rdma/ib_ranks.h"
 #include "transport/store.h"
 
-static float value(int rank, size_t i, int rep)
-{
-    return (float)((int)((rank * 7u + i * 13u + (unsigned)rep * 5u) % 17u) - 8);
-}
-
-static int check(const ib_rank *r, comm_ctx *c, float *buf, float *ref, size_t n, comm_algo a, int rep)
-{
-    for (size_t i = 0; i < n; i++) {
-        buf[i] = value(r->rank, i, rep);
-        float s = 0;
-        for (int q = 0; q < r->world; q++) s += value(q, i, rep);
-        ref[i] = s;
-    }
-    if (comm_coll_allreduce(c, buf, n, a) != IH_OK) {
-        fprintf(stderr, "FAIL rank %d/%d: allreduce(%s, n=%zu, rep %d): %s\n", r->rank, r->world,
-                comm_algo_name(a), n, rep, ih_last_error());
-        return 1;
-    }
-    if (n && memcmp(buf, ref, n * sizeof(float))) {
-        size_t i = 0;
-        while (buf[i] == ref[i]) i++;
-        fprintf(stderr, "FAIL rank %d/%d: allreduce(%s, n=%zu, rep %d): element %zu is %g, expected %g\n",
-                r->rank, r->world, comm_algo_name(a), n, rep, i, (double)buf[i], (double)ref[i]);
-        return 1;
-    }
-    return 0;
-}
-
 static void print_stats(const ib_rank *r, const char *what, const comm_stats *s)
 {
     printf("  %s k=%d rank %d: direct %llu, staged %llu, eager large %llu, eager small %llu; "
@@ -92,7 +64,7 @@ static int grid_body(const ib_rank *r)
     for (size_t si = 0; si < 6 && !fails; si++)
         for (int a = 0; a < 2 && !fails; a++)
             for (int rep = 0; rep < 2 && !fails; rep++)
-                fails += check(r, c, buf, ref, sizes[si], algos[a], rep + 2 * a);
+                fails += ib_check_allreduce(r, c, buf, ref, sizes[si], algos[a], rep + 2 * a);
     if (!fails) fails += zero_copy_only(r, c, "grid");
     if (!fails && comm_ctx_unregister(c, buf) != IH_OK) {
         fprintf(stderr, "FAIL rank %d/%d: unregister: %s\n", r->rank, r->world, ih_last_error());
@@ -122,7 +94,7 @@ static int mixed_body(const ib_rank *r)
     for (size_t si = 0; si < 4 && !fails; si++)
         for (int a = 0; a < 2 && !fails; a++)
             for (int rep = 0; rep < 2 && !fails; rep++)
-                fails += check(r, c, buf, ref, sizes[si], a ? COMM_ALGO_RING : COMM_ALGO_HD, rep + 2 * a);
+                fails += ib_check_allreduce(r, c, buf, ref, sizes[si], a ? COMM_ALGO_RING : COMM_ALGO_HD, rep + 2 * a);
     comm_stats s;
     comm_ctx_stats(c, &s);
     print_stats(r, "mixed", &s);
@@ -157,8 +129,9 @@ static int reuse_body(const ib_rank *r)
         fails++;
     }
     for (size_t n = 1; n <= 200 && !fails; n++)
-        fails += check(r, c, buf, ref, n, n % 2 ? COMM_ALGO_HD : COMM_ALGO_RING, (int)n);
-    for (int a = 0; a < 2 && !fails; a++) fails += check(r, c, buf, ref, big, a ? COMM_ALGO_RING : COMM_ALGO_HD, 7 + a);
+        fails += ib_check_allreduce(r, c, buf, ref, n, n % 2 ? COMM_ALGO_HD : COMM_ALGO_RING, (int)n);
+    for (int a = 0; a < 2 && !fails; a++)
+        fails += ib_check_allreduce(r, c, buf, ref, big, a ? COMM_ALGO_RING : COMM_ALGO_HD, 7 + a);
     if (!fails) fails += zero_copy_only(r, c, "reuse");
     comm_ctx_destroy(c);
     free(buf);
