@@ -12,6 +12,7 @@ die() { echo "rxe-vm init: $*" > /dev/ttyS0; echo 125 > /ctl/rc; sync; poweroff 
 while read -r m; do insmod "/lib/modules/$m" 2> /dev/ttyS0; done < /modules.list
 O="trans=virtio,version=9p2000.L,msize=524288"
 mount -t 9p -o "$O,cache=none" ihctl /ctl || die "no control share"
+echo up > /ctl/booted  # run.sh's boot watchdog: the kernel, the modules and 9p came up
 . /ctl/config.sh
 R=/newroot
 mount -t 9p -o "$O,ro,cache=loose" hostroot $R || die "no host root"
