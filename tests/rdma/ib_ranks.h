@@ -8,10 +8,12 @@
 #define TESTS_RDMA_IB_RANKS_H
 
 #include <signal.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -57,6 +59,49 @@ static inline ih_err ib_ctx_create(const ib_rank *r, const char *fabric, comm_ct
     return comm_ctx_create(out, &b, &o);
 }
 
+/* The ranks' store, in a process of its own. ib_run forks the ranks from the test process
+ * without exec: a store server thread in that process could hold a lock (ASan's allocator's,
+ * say) at the fork and leave the child deadlocked (seen: a rank that never registered, under
+ * ASan). With the server in another process the test process stays single-threaded. Returns
+ * the server's pid (stop it with ib_store_stop; it also dies with this process) and its port
+ * in *port, or -1 with the reason printed. */
+static inline pid_t ib_store_start(int *port)
+{
+    int fd[2];
+    *port = -1;
+    if (pipe(fd)) return -1;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fd[0]);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        comm_store_server *srv = NULL;
+        int p = comm_store_server_create(&srv, NULL, 0) == IH_OK ? comm_store_server_port(srv) : -1;
+        if (p < 0) fprintf(stderr, "FAIL: store: %s\n", ih_last_error());
+        if (write(fd[1], &p, sizeof p) != (ssize_t)sizeof p || p < 0) _exit(1);
+        close(fd[1]);
+        for (;;) pause();
+    }
+    close(fd[1]);
+    int p = -1;
+    if (pid > 0 && (read(fd[0], &p, sizeof p) != (ssize_t)sizeof p || p < 0)) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        pid = -1;
+    }
+    close(fd[0]);
+    if (pid < 0) return -1;
+    *port = p;
+    return pid;
+}
+
+static inline void ib_store_stop(pid_t pid)
+{
+    if (pid <= 0) return;
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
+
 /* Forks k ranks running body (which returns the number of failed checks) and waits for them.
  * Returns how many ranks failed; status[rank] gets each wait status when non-NULL. */
 static inline int ib_run(int k, const char *addr, int port, const char *ns, int64_t timeout_ms,
@@ -75,12 +120,33 @@ static inline int ib_run(int k, const char *addr, int port, const char *ns, int6
             _exit(fails ? 1 : 0);
         }
     }
-    int bad = 0;
+    /* A rank that hangs must fail the test, not hang it: ranks still running 2 x timeout_ms +
+     * 120 s after the start are named and killed. */
+    int bad = 0, left = k, st[64] = {0}, done[64] = {0};
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    const double limit_s = 2.0 * (double)timeout_ms / 1e3 + 120.0;
+    while (left > 0) {
+        for (int i = 0; i < k; i++)
+            if (!done[i] && waitpid(pid[i], &st[i], WNOHANG) == pid[i]) done[i] = 1, left--;
+        if (!left) break;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9 > limit_s) {
+            for (int i = 0; i < k; i++)
+                if (!done[i]) {
+                    fprintf(stderr, "FAIL rank %d/%d: still running after %.0f s: hung; killed\n", i, k, limit_s);
+                    kill(pid[i], SIGKILL);
+                    waitpid(pid[i], &st[i], 0);
+                    done[i] = 1;
+                }
+            break;
+        }
+        struct timespec nap = {0, 20 * 1000 * 1000};
+        nanosleep(&nap, NULL);
+    }
     for (int i = 0; i < k; i++) {
-        int st = 0;
-        waitpid(pid[i], &st, 0);
-        if (status) status[i] = st;
-        if (!WIFEXITED(st) || WEXITSTATUS(st)) bad++;
+        if (status) status[i] = st[i];
+        if (!WIFEXITED(st[i]) || WEXITSTATUS(st[i])) bad++;
     }
     return bad;
 }

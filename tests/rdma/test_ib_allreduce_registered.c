@@ -148,12 +148,10 @@ int main(int argc, char **argv)
     setenv("IH_IB_SLOT_KB", "16", 0);
     setenv("IH_IB_RDV_KB", "16", 1); /* zero_copy_only() checks the threshold */
     setenv("IH_IB_PIECE_KB", "32", 0);
-    comm_store_server *srv = NULL;
-    if (comm_store_server_create(&srv, NULL, 0) != IH_OK) {
-        fprintf(stderr, "FAIL: store: %s\n", ih_last_error());
-        return 1;
-    }
-    int port = comm_store_server_port(srv), bad = 0;
+    int port;
+    pid_t store = ib_store_start(&port);
+    if (store < 0) return 1;
+    int bad = 0;
     for (int k = 1; k <= kmax; k++) {
         char ns[32];
         snprintf(ns, sizeof ns, "rgrid%d", k);
@@ -168,7 +166,7 @@ int main(int argc, char **argv)
     printf("%s k=3 registered: 200 back-to-back small allreduces, then 64 MiB hd and ring (%d ranks failed)\n",
            b ? "FAIL" : "ok  ", b);
     bad += b;
-    comm_store_server_destroy(srv);
+    ib_store_stop(store);
     printf("%s\n", bad ? "FAIL" : "PASS");
     return bad ? 1 : 0;
 }

@@ -96,12 +96,10 @@ static int memlock_body(const ib_rank *r)
 int main(void)
 {
     const char *addr = ib_test_addr();
-    comm_store_server *srv = NULL;
-    if (comm_store_server_create(&srv, NULL, 0) != IH_OK) {
-        fprintf(stderr, "FAIL: store: %s\n", ih_last_error());
-        return 1;
-    }
-    int port = comm_store_server_port(srv), bad = 0, st[3];
+    int port;
+    pid_t store = ib_store_start(&port);
+    if (store < 0) return 1;
+    int bad = 0, st[3];
     /* a rank killed: ranks 0 and 1 must fail (exit 1 from the body means a bad message) */
     ib_run(3, addr, port, "kill", TIMEOUT_MS, NULL, killed_body, st);
     int b = !WIFSIGNALED(st[2]) || (WIFEXITED(st[0]) && WEXITSTATUS(st[0])) || (WIFEXITED(st[1]) && WEXITSTATUS(st[1]));
@@ -159,7 +157,7 @@ int main(void)
         bad += b;
         if (system("ip link set dummy0 up")) printf("(could not bring dummy0 back up)\n");
     }
-    comm_store_server_destroy(srv);
+    ib_store_stop(store);
     printf("%s\n", bad ? "FAIL" : "PASS");
     return bad ? 1 : 0;
 }
