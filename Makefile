@@ -33,13 +33,15 @@ bench: build
 	@sh scripts/bench.sh $(BUILD)
 
 # ASan+UBSan over the whole suite; TSan over the threaded code (ring, loader, transport, trainer).
+# The rdma tests (single-threaded ranks as processes in the Soft-RoCE VM) run under ASan only:
+# TSan's shadow memory pushes their 64 MiB allreduces past the VM's 2 GiB (OOM-killed ranks).
 sanitize: deps
 	cmake -S . -B build-asan -DIH_WITH_CUDA=OFF -DIH_SANITIZE='address;undefined' -DIH_WERROR=ON
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ctest --output-on-failure -j $(JOBS)
 	cmake -S . -B build-tsan -DIH_WITH_CUDA=OFF -DIH_SANITIZE=thread -DIH_WERROR=ON
 	cmake --build build-tsan -j $(JOBS)
-	cd build-tsan && ctest --output-on-failure -R 'ring|loader|bad_records|allreduce|broadcast|rendezvous|launch|train_|dp_|make_lmdb'
+	cd build-tsan && ctest --output-on-failure -LE rdma -R 'ring|loader|bad_records|allreduce|broadcast|rendezvous|launch|train_|dp_|make_lmdb|hier'
 
 clean:
 	rm -rf $(BUILD) build-asan build-tsan demo-out

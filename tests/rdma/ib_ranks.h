@@ -147,6 +147,9 @@ static inline int ib_run(int k, const char *addr, int port, const char *ns, int6
     for (int i = 0; i < k; i++) {
         if (status) status[i] = st[i];
         if (!WIFEXITED(st[i]) || WEXITSTATUS(st[i])) bad++;
+        if (WIFSIGNALED(st[i])) /* e.g. the VM's OOM killer (SIGKILL), or a crash */
+            fprintf(stderr, "note: rank %d/%d was killed by signal %d (%s)\n", i, k, WTERMSIG(st[i]),
+                    strsignal(WTERMSIG(st[i])));
     }
     return bad;
 }
