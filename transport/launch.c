@@ -128,11 +128,19 @@ int comm_launch_local(int nproc, char *const argv[], const comm_launch_opts *opt
             rc = 1;
             break;
         }
+        /* Between fork and exec only async-signal-safe calls (this process may have threads, and
+         * one of them may hold a lock at the fork): the failure message is formatted here. */
+        char fail[600];
+        int fl = snprintf(fail, sizeof fail, "launch: rank %d: cannot run '%s': ", r, argv[0]);
+        if (fl < 0 || fl >= (int)sizeof fail) fl = (int)strlen(fail);
         pid_t pid = fork();
         if (pid == 0) {
             pthread_sigmask(SIG_SETMASK, &old, NULL);
             execvpe(argv[0], argv, env);
-            fprintf(stderr, "launch: rank %d: cannot run '%s': %s\n", r, argv[0], strerror(errno));
+            const char *why = strerrordesc_np(errno); /* a static string: safe here */
+            if (write(2, fail, (size_t)fl) < 0 || write(2, why ? why : "?", why ? strlen(why) : 1) < 0 ||
+                write(2, "\n", 1) < 0)
+                _exit(127);
             _exit(127);
         }
         free_env(env);
