@@ -20,20 +20,12 @@
 
 #include "core/clock.h"
 #include "tests/check.h"
+#include "tests/transport/self_launch.h"
 #include "transport/comm.h"
 #include "transport/hier.h"
 #include "transport/launch.h"
 
 extern char **environ;
-
-static void *killer(void *arg)
-{
-    (void)arg;
-    struct timespec ts = {0, 400000000L};
-    nanosleep(&ts, NULL);
-    raise(SIGKILL);
-    return NULL;
-}
 
 static int rank_main(const char *mode, const char *out)
 {
@@ -50,7 +42,7 @@ static int rank_main(const char *mode, const char *out)
     int killing = !strcmp(mode, "kill");
     if (!e && killing && b.rank == 2) {
         pthread_t th;
-        pthread_create(&th, NULL, killer, NULL);
+        pthread_create(&th, NULL, sl_killer, NULL);
     }
     /* clean mode: 4 allreduces; kill mode: until the failure (bounded by 30 s) */
     double t0 = ih_now_s();
@@ -61,27 +53,11 @@ static int rank_main(const char *mode, const char *out)
         if (!e && (v[0] != want || v[n - 1] != want))
             e = ih_fail(IH_E_INTERNAL, "wrong sum %g / %g, expected %g", (double)v[0], (double)v[n - 1], (double)want);
     }
-    char path[512];
-    snprintf(path, sizeof path, "%s/rank%d.txt", out, b.rank);
-    FILE *f = fopen(path, "w");
-    if (f) { fprintf(f, "%s", e ? ih_last_error() : "ok"); fclose(f); }
+    sl_write_result(out, b.rank, e);
     free(v);
     comm_hier_destroy(h);
     comm_ctx_destroy(c);
     return e ? 1 : 0;
-}
-
-static void rank_file(const char *dir, int r, char *buf, size_t cap)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/rank%d.txt", dir, r);
-    buf[0] = 0;
-    FILE *f = fopen(path, "r");
-    if (!f) return;
-    size_t n = fread(buf, 1, cap - 1, f);
-    buf[n] = 0;
-    fclose(f);
-    unlink(path);
 }
 
 int main(int argc, char **argv)
@@ -102,7 +78,7 @@ int main(int argc, char **argv)
     int rc = comm_launch_local(4, argv, &o, &res);
     CHECK(rc == 0 && res.first_failed_rank == -1, "clean run: rc %d, first failed rank %d", rc, res.first_failed_rank);
     for (int r = 0; r < 4; r++) {
-        rank_file(dir, r, msg, sizeof msg);
+        sl_read_result(dir, r, msg, sizeof msg);
         CHECK(!strcmp(msg, "ok"), "clean run, rank %d: %s", r, msg);
     }
 
@@ -115,7 +91,7 @@ int main(int argc, char **argv)
     CHECK(res.first_failed_rank == 2, "first failed rank %d, expected 2", res.first_failed_rank);
     CHECK(dt < 5.0, "the job took %.1f s to end after a rank died (others should fail at once)", dt);
     for (int r = 0; r < 4; r++) {
-        rank_file(dir, r, msg, sizeof msg);
+        sl_read_result(dir, r, msg, sizeof msg);
         if (r == 2) continue;
         CHECK(res.exit_codes[r] == 1, "rank %d exited %d, expected 1 (failed on its own)", r, res.exit_codes[r]);
         CHECK(strstr(msg, "rank 2 (host ") != NULL, "rank %d's message does not name rank 2: %s", r, msg);

@@ -17,19 +17,11 @@
 
 #include "core/clock.h"
 #include "tests/check.h"
+#include "tests/transport/self_launch.h"
 #include "transport/comm.h"
 #include "transport/launch.h"
 
 extern char **environ;
-
-static void *killer(void *arg)
-{
-    (void)arg;
-    struct timespec ts = {0, 400000000L};
-    nanosleep(&ts, NULL);
-    raise(SIGKILL);
-    return NULL;
-}
 
 static int rank_main(const char *mode, const char *out)
 {
@@ -42,7 +34,7 @@ static int rank_main(const char *mode, const char *out)
     int killing = !strcmp(mode, "kill");
     if (!e && killing && b.rank == 2) {
         pthread_t th;
-        pthread_create(&th, NULL, killer, NULL);
+        pthread_create(&th, NULL, sl_killer, NULL);
     }
     /* clean mode: 5 allreduces; kill mode: until the failure (bounded by 30 s) */
     double t0 = ih_now_s();
@@ -51,25 +43,10 @@ static int rank_main(const char *mode, const char *out)
         e = comm_coll_allreduce(c, v, n, it % 2 ? COMM_ALGO_HD : COMM_ALGO_RING);
         if (!e && v[n - 1] != (float)b.world) e = ih_fail(IH_E_INTERNAL, "wrong sum %g", (double)v[n - 1]);
     }
-    char path[512];
-    snprintf(path, sizeof path, "%s/rank%d.txt", out, b.rank);
-    FILE *f = fopen(path, "w");
-    if (f) { fprintf(f, "%s", e ? ih_last_error() : "ok"); fclose(f); }
+    sl_write_result(out, b.rank, e);
     free(v);
     comm_ctx_destroy(c);
     return e ? 1 : 0;
-}
-
-static void read_file(const char *dir, int r, char *buf, size_t cap)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/rank%d.txt", dir, r);
-    buf[0] = 0;
-    FILE *f = fopen(path, "r");
-    if (!f) return;
-    size_t n = fread(buf, 1, cap - 1, f);
-    buf[n] = 0;
-    fclose(f);
 }
 
 int main(int argc, char **argv)
@@ -89,7 +66,7 @@ int main(int argc, char **argv)
     comm_launch_opts o = {.grace_s = 5, .extra_env = env_clean};
     int rc = comm_launch_local(3, argv, &o, &res);
     CHECK(rc == 0 && res.first_failed_rank == -1, "clean run: rc %d, first failed rank %d", rc, res.first_failed_rank);
-    read_file(dir, 0, msg, sizeof msg);
+    sl_read_result(dir, 0, msg, sizeof msg);
     CHECK(!strcmp(msg, "ok"), "clean run, rank 0: %s", msg);
 
     const char *env_kill[] = {"IH_TEST_MODE=kill", outv, "IH_COMM_TIMEOUT_S=5", NULL};
@@ -101,19 +78,13 @@ int main(int argc, char **argv)
     CHECK(res.first_failed_rank == 2, "first failed rank %d, expected 2", res.first_failed_rank);
     CHECK(dt < 5.0, "the job took %.1f s to end after a rank died (others should fail at once)", dt);
     for (int r = 0; r < 4; r++) {
+        sl_read_result(dir, r, msg, sizeof msg); /* also removes the file (rank 2's is the clean run's) */
         if (r == 2) continue;
-        read_file(dir, r, msg, sizeof msg);
         CHECK(res.exit_codes[r] == 1, "rank %d exited %d, expected 1 (failed on its own)", r, res.exit_codes[r]);
         CHECK(strstr(msg, "rank 2 (host ") != NULL, "rank %d's message does not name rank 2: %s", r, msg);
         CHECK(strstr(msg, "allreduce(") != NULL, "rank %d's message does not name the op: %s", r, msg);
         printf("rank %d: %s\n", r, msg);
-        char path[600];
-        snprintf(path, sizeof path, "%s/rank%d.txt", dir, r);
-        unlink(path);
     }
-    char path[600];
-    snprintf(path, sizeof path, "%s/rank2.txt", dir);
-    unlink(path);
     rmdir(dir);
     return ih_test_result();
 }
