@@ -28,6 +28,10 @@ demo: build
 test: build
 	@sh scripts/install-deps --test
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	@echo "== Release build with warnings as errors (-O3 finds what -O2 does not, e.g. maybe-uninitialized)"
+	cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DIH_WERROR=ON > /dev/null
+	cmake --build build-release -j $(JOBS) > build-release.log 2>&1 || { tail -40 build-release.log; exit 1; }
+	@echo "== Release build: clean"
 
 bench: build
 	@sh scripts/bench.sh $(BUILD)
@@ -44,4 +48,4 @@ sanitize: deps
 	cd build-tsan && ctest --output-on-failure -LE rdma -R 'ring|loader|bad_records|allreduce|broadcast|rendezvous|launch|train_|dp_|make_lmdb|hier'
 
 clean:
-	rm -rf $(BUILD) build-asan build-tsan demo-out
+	rm -rf $(BUILD) build-asan build-tsan build-release build-release.log demo-out
