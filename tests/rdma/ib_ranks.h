@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "tests/allreduce_inputs.h"
 #include "transport/comm.h"
 #include "transport/store.h"
 
@@ -154,32 +155,19 @@ static inline int ib_run(int k, const char *addr, int port, const char *ns, int6
     return bad;
 }
 
-/* Input element i of `rank` in repetition `rep`: small integers, so every summation order
- * gives the same float and results compare with memcmp. */
-static inline float ib_value(int rank, size_t i, int rep)
-{
-    return (float)((int)((rank * 7u + i * 13u + (unsigned)rep * 5u) % 17u) - 8);
-}
-
-/* One allreduce of n elements with algorithm a on ib_value inputs, checked bit for bit
+/* One allreduce of n elements with algorithm a on ar_value inputs, checked bit for bit
  * against the sequential sum (ref is scratch of n floats). Returns 1 (and prints) on failure. */
 static inline int ib_check_allreduce(const ib_rank *r, comm_ctx *c, float *buf, float *ref, size_t n, comm_algo a,
                                      int rep)
 {
-    for (size_t i = 0; i < n; i++) {
-        buf[i] = ib_value(r->rank, i, rep);
-        float s = 0;
-        for (int q = 0; q < r->world; q++) s += ib_value(q, i, rep);
-        ref[i] = s;
-    }
+    ar_fill(buf, ref, r->rank, r->world, n, rep);
     if (comm_coll_allreduce(c, buf, n, a) != IH_OK) {
         fprintf(stderr, "FAIL rank %d/%d: allreduce(%s, n=%zu, rep %d): %s\n", r->rank, r->world,
                 comm_algo_name(a), n, rep, ih_last_error());
         return 1;
     }
     if (n && memcmp(buf, ref, n * sizeof(float))) {
-        size_t i = 0;
-        while (buf[i] == ref[i]) i++;
+        size_t i = ar_first_diff(buf, ref, n);
         fprintf(stderr, "FAIL rank %d/%d: allreduce(%s, n=%zu, rep %d): element %zu is %g, expected %g\n",
                 r->rank, r->world, comm_algo_name(a), n, rep, i, (double)buf[i], (double)ref[i]);
         return 1;

@@ -12,12 +12,8 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "tests/allreduce_inputs.h"
 #include "tests/transport/ranks.h"
-
-static float value(int rank, size_t i, int rep)
-{
-    return (float)((int)((rank * 7u + i * 13u + (unsigned)rep * 5u) % 17u) - 8);
-}
 
 static void body(tp_rank *r)
 {
@@ -32,20 +28,14 @@ static void body(tp_rank *r)
         size_t n = sizes[si];
         for (int a = 0; a < 2 && !r->fails; a++) {
             for (int rep = 0; rep < 2 && !r->fails; rep++) {
-                for (size_t i = 0; i < n; i++) {
-                    buf[i] = value(r->rank, i, rep + 2 * a);
-                    float s = 0;
-                    for (int q = 0; q < k; q++) s += value(q, i, rep + 2 * a); /* sequential ref */
-                    ref[i] = s;
-                }
+                ar_fill(buf, ref, r->rank, k, n, rep + 2 * a); /* ref: the sequential sum */
                 if (comm_coll_allreduce(c, buf, n, algos[a]) != IH_OK) {
                     tp_fail(r, "allreduce(%s, n=%zu, rep %d): %s", comm_algo_name(algos[a]), n, rep,
                             ih_last_error());
                     break;
                 }
                 if (n && memcmp(buf, ref, n * sizeof(float))) {
-                    size_t i = 0;
-                    while (buf[i] == ref[i]) i++;
+                    size_t i = ar_first_diff(buf, ref, n);
                     tp_fail(r, "allreduce(%s, n=%zu, rep %d): element %zu is %g, expected %g",
                             comm_algo_name(algos[a]), n, rep, i, (double)buf[i], (double)ref[i]);
                 }

@@ -13,16 +13,12 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "tests/allreduce_inputs.h"
 #include "tests/transport/ranks.h"
 #include "transport/hier.h"
 #include "transport/nccl_intra.h"
 
 typedef struct { int nodes, local, gpus; } layout;
-
-static float value(int rank, size_t i, int rep)
-{
-    return (float)((int)((rank * 7u + i * 13u + (unsigned)rep * 5u) % 17u) - 8);
-}
 
 #define MAXN ((1u << 20) + 3)
 
@@ -57,7 +53,7 @@ static void body(tp_rank *r)
         const size_t n = sizes[si];
         for (int a = 0; a < 2 && !r->fails; a++)
             for (int rep = 0; rep < 2 && !r->fails; rep++) {
-                for (size_t i = 0; i < n; i++) buf[i] = flat[i] = value(r->rank, i, rep + 2 * a);
+                for (size_t i = 0; i < n; i++) buf[i] = flat[i] = ar_value(r->rank, i, rep + 2 * a);
                 if (n && cudaMemcpy(d, buf, n * sizeof(float), cudaMemcpyHostToDevice) != cudaSuccess) {
                     tp_fail(r, "copy in");
                     break;
@@ -76,7 +72,7 @@ static void body(tp_rank *r)
                 }
                 for (size_t i = 0; i < n && !r->fails; i++) {
                     float ref = 0;
-                    for (int q = 0; q < k; q++) ref += value(q, i, rep + 2 * a);
+                    for (int q = 0; q < k; q++) ref += ar_value(q, i, rep + 2 * a);
                     if (buf[i] != ref || flat[i] != ref)
                         tp_fail(r, "n=%zu (%s, rep %d): element %zu: nccl two-level %g, flat %g, sequential %g", n,
                                 comm_algo_name(algos[a]), rep, i, (double)buf[i], (double)flat[i], (double)ref);
