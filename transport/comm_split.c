@@ -56,7 +56,7 @@ static void view_abort(comm_fabric *f, ih_err code, const char *msg)
  * a zero-copy target like the parent's, and it undoes its own at destroy (the real fabric
  * outlives the view). comm.c bounds each ctx by COMM_MAX_REG, but the real fabric holds the
  * parent's and every child's: each child adds its COMM_NTMP scratch buffers (the two-level
- * allreduce: world 4 + gradients 1 + two children 8 = 13 of fabric_ib's 32). */
+ * allreduce: world 4 + gradients 1 + two children 8 = 13 of fabric_ib's 128). */
 static ih_err view_reg(comm_fabric *f, void *buf, size_t bytes)
 {
     view_fabric *v = (view_fabric *)f;

@@ -44,7 +44,7 @@ enum { IMM_DATA = 0, IMM_RTS = 1, IMM_DIRECT = 2, IMM_CREDIT = 3, IMM_CTS = 4 };
 #define IB_CTS_BYTES 32         /* one reply slot */
 #define IB_CTS_LEN 20           /* be64 addr, be32 rkey, be32 len, be32 direct */
 #define IB_SEG_MAX (1u << 30)   /* one segment at most */
-#define IB_MAX_REG 32           /* registered regions (comm.c allows fewer) */
+#define IB_MAX_REG 128          /* registered regions: every ctx and split view adds its own (linear lookup) */
 #define IB_SPIN 200 /* empty polls before sleeping on the channels (TCG: spinning starves rxe) */
 /* A peer's disconnect can overtake the completion of its last write (the CM and the CQ are
  * separate paths; rxe completes from a work queue): wait this long for that data. */
