@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/env.h"
 #include "core/log.h"
 #include "fabric_open.h"
 #include "fabric_tcp.h"
@@ -30,32 +31,6 @@
  * to net.ipv4.tcp_rmem's maximum (32 MiB on Debian 12) and measured faster on loopback than
  * fixing 4 or 16 MiB (bench/README.md); IH_COMM_SOCKBUF=bytes fixes them. */
 #define DEFAULT_SOCKBUF 0
-
-static long env_long(const char *name, long dflt, long lo, long hi)
-{
-    const char *v = getenv(name);
-    if (!v || !*v) return dflt;
-    char *end = NULL;
-    long x = strtol(v, &end, 10);
-    if (*end || x < lo || x > hi) {
-        IH_WARN("ignoring %s='%s': not an integer in [%ld, %ld]; using %ld", name, v, lo, hi, dflt);
-        return dflt;
-    }
-    return x;
-}
-
-static double env_double(const char *name, double dflt)
-{
-    const char *v = getenv(name);
-    if (!v || !*v) return dflt;
-    char *end = NULL;
-    double x = strtod(v, &end);
-    if (*end || !(x > 0)) {
-        IH_WARN("ignoring %s='%s': not a positive number; using %g", name, v, dflt);
-        return dflt;
-    }
-    return x;
-}
 
 ih_err comm_ctx_create(comm_ctx **out, const comm_boot_info *b, const comm_opts *opts)
 {
@@ -72,12 +47,12 @@ ih_err comm_ctx_create(comm_ctx **out, const comm_boot_info *b, const comm_opts 
     snprintf(c->ns, sizeof c->ns, "%s", o.ns ? o.ns : "c");
     gethostname(c->host, sizeof c->host - 1);
     c->timeout_ms = o.timeout_ms > 0 ? o.timeout_ms
-                                     : (int64_t)(env_double("IH_COMM_TIMEOUT_S", DEFAULT_TIMEOUT_S) * 1000);
+                                     : (int64_t)(ih_env_pos_double("IH_COMM_TIMEOUT_S", DEFAULT_TIMEOUT_S) * 1000);
     size_t chunk = o.chunk_bytes ? o.chunk_bytes
-                                 : (size_t)env_long("IH_COMM_CHUNK_KB", DEFAULT_CHUNK_KB, 4, 1 << 20) * 1024;
+                                 : (size_t)ih_env_long("IH_COMM_CHUNK_KB", DEFAULT_CHUNK_KB, 4, 1 << 20) * 1024;
     c->chunk_elems = chunk / sizeof(float);
     if (c->chunk_elems < 16) c->chunk_elems = 16;
-    int sockbuf = o.sockbuf ? o.sockbuf : (int)env_long("IH_COMM_SOCKBUF", DEFAULT_SOCKBUF, 0, 1 << 30);
+    int sockbuf = o.sockbuf ? o.sockbuf : (int)ih_env_long("IH_COMM_SOCKBUF", DEFAULT_SOCKBUF, 0, 1 << 30);
     if (sockbuf < 0) sockbuf = 0;
     for (int i = 0; i < COMM_NTMP; i++) {
         c->tmp[i] = aligned_alloc(64, (c->chunk_elems * sizeof(float) + 63) / 64 * 64);

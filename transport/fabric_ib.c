@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "core/env.h"
 #include "core/log.h"
 #include "ibwrap.h"
 #include "sock.h"
@@ -999,19 +1000,6 @@ static ih_err accept_peers(ib_fabric *t, uint64_t deadline, int64_t timeout_ms)
     return IH_OK;
 }
 
-static long env_num(const char *name, long dflt, long lo, long hi)
-{
-    const char *v = getenv(name);
-    if (!v || !*v) return dflt;
-    char *end = NULL;
-    long x = strtol(v, &end, 10);
-    if (*end || x < lo || x > hi) {
-        IH_WARN("ignoring %s='%s': not an integer in [%ld, %ld]; using %ld", name, v, lo, hi, dflt);
-        return dflt;
-    }
-    return x;
-}
-
 /* Opens the device that carries `ip` through a listening id; checks --ib-dev/--ib-port, the
  * port state and the GID. Leaves t->listen_id, t->ctx, t->dev set. */
 static ih_err open_local(ib_fabric *t, const char *ip, const comm_ib_opts *o, int *port)
@@ -1020,7 +1008,7 @@ static ih_err open_local(ib_fabric *t, const char *ip, const comm_ib_opts *o, in
     int n = 0;
     IH_TRY(ibw_get_device_list(&list, &n));
     const char *dev = o && o->dev && *o->dev ? o->dev : getenv("IH_IB_DEV");
-    int want_port = o && o->port ? o->port : (int)env_num("IH_IB_PORT", 0, 0, 255);
+    int want_port = o && o->port ? o->port : (int)ih_env_long("IH_IB_PORT", 0, 0, 255);
     int found = !dev || !*dev;
     for (int i = 0; !found && i < n; i++) found = !strcmp(ibv_get_device_name(list[i]), dev);
     ibv_free_device_list(list);
@@ -1082,10 +1070,10 @@ ih_err comm_fabric_ib_create(comm_fabric **out, comm_store *store, const char *n
     t->base.rank = rank;
     t->base.world = world;
     t->base.stalled_peer = -1;
-    t->S = (uint32_t)env_num("IH_IB_SLOTS", 4, 1, 1024);
-    t->B = (uint32_t)env_num("IH_IB_SLOT_KB", 256, 1, 1 << 20) * 1024u;
-    t->rdv = (size_t)env_num("IH_IB_RDV_KB", IB_RDV_KB_DEFAULT, 0, 1 << 20) * 1024u;
-    t->piece = (uint32_t)env_num("IH_IB_PIECE_KB", IB_PIECE_KB_DEFAULT, 1, 1 << 20) * 1024u;
+    t->S = (uint32_t)ih_env_long("IH_IB_SLOTS", 4, 1, 1024);
+    t->B = (uint32_t)ih_env_long("IH_IB_SLOT_KB", 256, 1, 1 << 20) * 1024u;
+    t->rdv = (size_t)ih_env_long("IH_IB_RDV_KB", IB_RDV_KB_DEFAULT, 0, 1 << 20) * 1024u;
+    t->piece = (uint32_t)ih_env_long("IH_IB_PIECE_KB", IB_PIECE_KB_DEFAULT, 1, 1 << 20) * 1024u;
     t->peers = calloc((size_t)world, sizeof *t->peers);
     t->r_len_all = calloc((size_t)world * t->S, sizeof *t->r_len_all);
     if (!t->peers || !t->r_len_all) {
