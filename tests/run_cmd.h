@@ -7,7 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 /* Runs `sh -c CMD 2>&1`, stores up to cap-1 bytes of output in out (NUL-terminated) and
  * returns the exit status (128+signal if killed, -1 if it could not run). */
@@ -60,6 +63,28 @@ static inline long read_file(const char *path, unsigned char **buf)
     }
     fclose(f);
     return n;
+}
+
+/* A TCP port for a test's rendezvous store: below the kernel's ephemeral range (32768+ on
+ * Linux, where outgoing connections of parallel tests take their local ports), spread by pid
+ * and attempt, and bindable on 127.0.0.1 right now. A later bind can still lose a race, so a
+ * test that starts a store on it retries with attempt+1 when it sees "Address already in use". */
+static inline int free_port(int attempt)
+{
+    for (int i = 0; i < 64; i++) {
+        int port = 20000 + (int)(((unsigned)getpid() * 7919u + (unsigned)(attempt * 64 + i) * 104729u) % 12000u);
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0) return port;
+        struct sockaddr_in a;
+        memset(&a, 0, sizeof a);
+        a.sin_family = AF_INET;
+        a.sin_port = htons((unsigned short)port);
+        a.sin_addr.s_addr = htonl(INADDR_ANY);
+        int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+        close(fd);
+        if (ok) return port;
+    }
+    return 20000 + (int)((unsigned)getpid() % 12000u);
 }
 
 static inline const char *bin_dir(void)

@@ -41,7 +41,7 @@ int main(void)
                        "--threads 1 --max-iters 3 --log-every 1 --no-progress --comm-timeout 60";
     const char *fab[2] = {"ib", "tcp"};
     for (int f = 0; f < 2; f++) {
-        int port = 21000 + (int)(getpid() % 20000) + f;
+        int port = free_port(f);
         int rc = run_cmd(out[f], sizeof out[f],
             "export WORLD_SIZE=2 MASTER_ADDR=%s MASTER_PORT=%d OPENBLAS_NUM_THREADS=1; "
             "RANK=1 LOCAL_RANK=1 %s/bin/train --train %s/train.lmdb -o %s/%s --fabric %s %s "

@@ -18,12 +18,18 @@ int main(void)
     if (make_tiny_data(tmp, 4, 48, 2)) { CHECK(0, "could not build the tiny dataset"); return ih_test_result(); }
     const char *args = "--arch resnet8 --image-size 16 -b 4 --epochs 1 --base-lr 0.4 --warmup-epochs 0 --threads 1 "
                        "--max-iters 6 --log-every 1 --no-progress --comm-timeout 30";
-    const int port = 20000 + (int)(getpid() % 20000);
-    /* As root Open MPI needs --allow-run-as-root; --oversubscribe: 3 ranks on fewer cores. */
-    int rc = run_cmd(out, sizeof out,
+    /* As root Open MPI needs --allow-run-as-root; --oversubscribe: 3 ranks on fewer cores.
+     * The store port is chosen here, so a port taken between the check and the bind is retried
+     * on another (the trainer's message for that case is "Address already in use"). */
+    int rc = -1;
+    for (int attempt = 0; attempt < 4; attempt++) {
+        rc = run_cmd(out, sizeof out,
                      "MASTER_ADDR=127.0.0.1 MASTER_PORT=%d OPENBLAS_NUM_THREADS=1 mpirun -np 3 %s --oversubscribe "
                      "-x MASTER_ADDR -x MASTER_PORT -x OPENBLAS_NUM_THREADS %s/bin/train --train %s/train.lmdb -o %s/mpi %s",
-                     port, geteuid() == 0 ? "--allow-run-as-root" : "", bin_dir(), tmp, tmp, args);
+                     free_port(attempt), geteuid() == 0 ? "--allow-run-as-root" : "", bin_dir(), tmp, tmp, args);
+        if (rc == 0 || !strstr(out, "Address already in use")) break;
+        fprintf(stderr, "store port taken, retrying on another (attempt %d)\n", attempt + 1);
+    }
     CHECK(rc == 0, "mpirun -np 3: exit %d\n%s", rc, out);
     CHECK(strstr(out, "workers=3") != NULL, "the mpirun job should have 3 workers:\n%s", out);
     rc = run_cmd(out, sizeof out, "%s/bin/train --nproc 3 --train %s/train.lmdb -o %s/local %s", bin_dir(), tmp, tmp, args);
