@@ -40,6 +40,7 @@ void ih_cfg_defaults(ih_cfg *c)
     c->first_bucket_mb = 1;
     snprintf(c->algo, sizeof c->algo, "auto");
     snprintf(c->hier, sizeof c->hier, "auto");
+    snprintf(c->intra, sizeof c->intra, "auto");
     snprintf(c->fabric, sizeof c->fabric, "tcp");
     c->profile_iters = 20;
 }
@@ -89,6 +90,10 @@ void ih_cfg_usage(FILE *f, const char *prog)
         "  --hier auto|on|off      two-level allreduce of the gradients: reduce-scatter inside each\n"
         "                          node, allreduce across nodes (with --algo), allgather; auto: on\n"
         "                          with more than one node and the same number of ranks > 1 on each (auto)\n"
+        "  --intra auto|nccl|cpu   inside a node with --backend cuda: nccl reduces the gradients on the\n"
+        "                          GPUs with NCCL (one GPU per rank; then the two-level allreduce is used\n"
+        "                          even on one node), cpu through host memory; auto: nccl where every\n"
+        "                          rank can use it and there are >1 ranks per node (auto)\n"
         "  --comm-timeout S        seconds any collective may wait for a peer (300)\n"
         "  --fabric tcp|ib|auto    transport between workers; auto: ib where every worker has a\n"
         "                          usable RDMA device, else tcp (tcp)\n"
@@ -144,7 +149,7 @@ enum {
     O_TRAIN = 1000, O_VAL, O_THREADS, O_IMAGE, O_RESIZE, O_MINS, O_MAXS, O_ARCH, O_BACKEND,
     O_NCLS, O_LR, O_WARM, O_SCHED, O_DECAY, O_MOM, O_WD, O_NONEST, O_NOMC, O_SEED, O_MODE,
     O_RESUME, O_CKPT, O_LOGEVERY, O_MAXIT, O_PROG, O_NOPROG, O_NPROC, O_ACCUM, O_BUCKET, O_FBUCKET,
-    O_ALGO, O_CTIMEOUT, O_CKEVERY, O_PITERS, O_TRACE, O_FABRIC, O_IBDEV, O_IBPORT, O_HIER, O_PREC
+    O_ALGO, O_CTIMEOUT, O_CKEVERY, O_PITERS, O_TRACE, O_FABRIC, O_IBDEV, O_IBPORT, O_HIER, O_PREC, O_INTRA
 };
 
 ih_err ih_cfg_parse(ih_cfg *c, int argc, char **argv, int *help_printed)
@@ -173,6 +178,7 @@ ih_err ih_cfg_parse(ih_cfg *c, int argc, char **argv, int *help_printed)
         {"ib-port", required_argument, 0, O_IBPORT},
         {"ckpt-every", required_argument, 0, O_CKEVERY}, {"profile-iters", required_argument, 0, O_PITERS},
         {"trace", required_argument, 0, O_TRACE},       {"hier", required_argument, 0, O_HIER},
+        {"intra", required_argument, 0, O_INTRA},
         {0, 0, 0, 0}};
     *help_printed = 0;
     optind = 1;
@@ -255,6 +261,11 @@ ih_err ih_cfg_parse(ih_cfg *c, int argc, char **argv, int *help_printed)
                 return ih_fail(IH_E_USAGE, "--hier: '%s' is not one of auto, on, off", a);
             IH_TRY(copy_str("hier", c->hier, sizeof c->hier, a));
             break;
+        case O_INTRA:
+            if (strcmp(a, "auto") && strcmp(a, "nccl") && strcmp(a, "cpu"))
+                return ih_fail(IH_E_USAGE, "--intra: '%s' is not one of auto, nccl, cpu", a);
+            IH_TRY(copy_str("intra", c->intra, sizeof c->intra, a));
+            break;
         case O_CTIMEOUT: IH_TRY(parse_dbl("comm-timeout", a, 0.1, 1e6, &dv)); c->comm_timeout_s = dv; break;
         case O_FABRIC:
             if (strcmp(a, "tcp") && strcmp(a, "ib") && strcmp(a, "auto"))
@@ -307,8 +318,8 @@ void ih_cfg_print(const ih_cfg *c, FILE *f)
     fprintf(f, "  %-22s %.3g..%.3g\n", "crop scale", c->min_scale, c->max_scale);
     fprintf(f, "  %-22s %d\n", "decode threads", c->threads);
     fprintf(f, "  %-22s %d x %d workers x %d virtual = %ld\n", "batch n x k x V", c->batch, c->world, c->accumulate, gb);
-    fprintf(f, "  %-22s %g MB first, then %g MB (%s, --hier %s)\n", "allreduce buckets", c->first_bucket_mb,
-            c->bucket_mb, c->algo, c->hier);
+    fprintf(f, "  %-22s %g MB first, then %g MB (%s, --hier %s, --intra %s)\n", "allreduce buckets",
+            c->first_bucket_mb, c->bucket_mb, c->algo, c->hier, c->intra);
     fprintf(f, "  %-22s %s\n", "fabric", c->fabric);
     fprintf(f, "  %-22s %d\n", "epochs", c->epochs);
     fprintf(f, "  %-22s %g\n", "base lr (per 256)", c->base_lr);

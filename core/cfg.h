@@ -55,6 +55,7 @@ typedef struct {
     double first_bucket_mb; /* the first bucket, complete earliest in backward (1) */
     char algo[8];         /* allreduce algorithm: auto | hd | ring (across nodes with --hier) */
     char hier[8];         /* two-level allreduce of the buckets: auto | on | off */
+    char intra[8];        /* its intra-node half: auto | nccl | cpu */
     double comm_timeout_s;/* every collective wait (0: IH_COMM_TIMEOUT_S or 300) */
     char fabric[8];       /* tcp | ib | auto (tcp) */
     char ib_dev[64];      /* ib: RDMA device ("" : the one that carries the address) */

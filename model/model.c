@@ -307,6 +307,25 @@ void model_set_grad_ready(model_net *m, model_grad_ready_fn fn, void *arg)
 
 void model_set_grad_host(model_net *m, int on) { m->grad_host = on != 0; }
 
+ih_err model_device_grads(model_net *m, model_dev_grads *out)
+{
+    memset(out, 0, sizeof *out);
+#if IH_WITH_CUDA
+    if (m->cu) return model_cuda_device_view(m->cu, &out->grads, &out->stream, &out->device, &out->devices);
+#endif
+    return ih_fail(IH_E_USAGE, "model %s: the CPU backend has no device gradients", m->cfg.arch);
+}
+
+ih_err model_bind_thread(model_net *m)
+{
+#if IH_WITH_CUDA
+    if (m->cu) return model_cuda_bind_thread(m->cu);
+#else
+    (void)m;
+#endif
+    return IH_OK;
+}
+
 ih_err model_sgd_step(model_net *m, optim_sgd *o, double lr)
 {
     if (optim_sgd_size(o) != m->g->nparams)

@@ -131,6 +131,25 @@ typedef void (*model_grad_ready_fn)(void *arg, size_t offset);
 void model_set_grad_ready(model_net *m, model_grad_ready_fn fn, void *arg);
 void model_set_grad_host(model_net *m, int on);
 
+/* The device side of the gradients, for a consumer that reduces them where they are (NCCL
+ * inside a node): use it with model_set_grad_host off, so the grad-ready callback means "final
+ * in device memory" and the device buffer stays the authoritative copy. The consumer may read
+ * and write grads[offset, previous offset) from the callback on, on `stream` (or any stream of
+ * that device), and must have finished (synchronized) before the next model_* call that runs
+ * on the device (model_sgd_step), which then uses the device buffer as it is. */
+typedef struct {
+    float *grads;  /* device memory: model_num_params floats with model_grads' offsets */
+    void *stream;  /* a cudaStream_t of the net's device, owned by the net (created on first use) */
+    int device;    /* the net's CUDA device ordinal */
+    int devices;   /* CUDA devices this process sees */
+} model_dev_grads;
+/* Fills *out and makes the net's device current for the calling thread. IH_E_USAGE on the CPU
+ * backend (out zeroed); IH_E_CUDA. */
+ih_err model_device_grads(model_net *m, model_dev_grads *out);
+/* Makes the net's device current for the calling thread (a thread other than the one that
+ * created the net, before it touches the device buffers). IH_OK at once on the CPU. */
+ih_err model_bind_thread(model_net *m);
+
 /* One SGD step (optim/sgd.h: momentum in the paper's form, momentum correction, Nesterov,
  * no weight decay on o's no_decay segments) of the parameters from the gradients, on the
  * device that holds them. CPU: exactly optim_sgd_step(o, params, grads, lr). CUDA: one fused

@@ -82,8 +82,15 @@ else
     timeout 200 cmake --build "$build" -j "$jobs" --target train_bin make_synthetic make_lmdb \
         test_dp_cuda_equivalence >"$out/build_train.log" 2>&1 \
         || { grep -E 'error|Error' "$out/build_train.log" | head -n 40; echo "trainer build failed"; }
+    # NCCL (only when configure found it: the targets exist then): the two-level allreduce on
+    # device buffers, and ./train --intra nccl.
+    if grep -q '\[x\] NCCL' "$out/configure.log"; then
+        timeout 200 cmake --build "$build" -j "$jobs" --target test_hier_nccl test_dp_nccl_equivalence \
+            >"$out/build_nccl.log" 2>&1 \
+            || { grep -E 'error|Error' "$out/build_nccl.log" | head -n 40; echo "NCCL build failed"; }
+    fi
 
-    stage "GPU tests (CUDA backend vs CPU and vs PyTorch references, device SGD, gradient hand-over, 2 workers)"
+    stage "GPU tests (CUDA backend vs CPU and vs PyTorch references, device SGD, gradient hand-over, 2 workers, NCCL)"
     (cd "$build" && IH_DEBUG=INFO timeout 200 ctest -L gpu -j 4 -V) >"$out/tests.log" 2>&1
     gpu_rc=$?
     # -V: passing tests' output too (MAXREL, calibration lines), each line prefixed "NN: "

@@ -13,6 +13,9 @@
  * sub-ranges of it), so on the ib fabric buckets move without staging copies; unregistered
  * at destroy, after the comm thread stopped.
  *
+ * With dp_opts.intra the buckets are only bookkeeping on the host view: each job reduces the
+ * same range of dp_opts.dev_grads, and the comm thread first binds the model's device.
+ *
  * Test-only: IH_DEBUG_COMM_DELAY_MS=F sleeps F ms before each bucket's allreduce, a slow
  * fabric that does not use the CPU, to show (and test) overlap with backward.
  */
@@ -79,7 +82,13 @@ static void sleep_ms(double ms)
 static void *comm_main(void *arg)
 {
     dp_ctx *d = arg;
+    /* The device-side path runs CUDA/NCCL calls on this thread: the model's device first. */
+    ih_err be = d->o.intra ? model_bind_thread(d->m) : IH_OK;
     pthread_mutex_lock(&d->mu);
+    if (be != IH_OK) {
+        d->err = be;
+        snprintf(d->errmsg, sizeof d->errmsg, "%s", ih_last_error());
+    }
     for (;;) {
         while (d->head == d->tail && !d->quit) pthread_cond_wait(&d->cv_work, &d->mu);
         if (d->head == d->tail) break;
@@ -92,6 +101,9 @@ static void *comm_main(void *arg)
             if (j->kind == JOB_BUCKET && d->delay_ms > 0) sleep_ms(d->delay_ms);
             if (j->kind == JOB_BROADCAST)
                 e = comm_coll_broadcast(d->comm, j->buf, j->count, j->root);
+            else if (j->kind == JOB_BUCKET && d->o.intra) /* the same range of the device buffer */
+                e = comm_hier_allreduce_with(d->o.hier, d->o.intra, d->o.dev_grads + ((float *)j->buf - d->grads),
+                                             j->count, d->o.stream, d->o.algo);
             else if (j->kind == JOB_BUCKET && d->o.hier)
                 e = comm_hier_allreduce(d->o.hier, j->buf, j->count, d->o.algo);
             else
@@ -204,6 +216,11 @@ ih_err dp_create(dp_ctx **out, comm_ctx *comm, model_net *m, const dp_opts *o)
     else if (comm) d->o.timeout_ms += 30000; /* the collectives time out first, with a better message */
     d->grads = model_grads(m);
     d->nparams = model_num_params(m);
+    if (o->intra && (!o->hier || !o->dev_grads)) {
+        free(d);
+        return ih_fail(IH_E_USAGE, "dp: an intra-node implementation (%s) needs the two-level allreduce and "
+                       "the device gradient buffer", o->intra->ops->name);
+    }
     const char *dl = getenv("IH_DEBUG_COMM_DELAY_MS");
     d->delay_ms = dl ? atof(dl) : 0;
     IH_TRY_GOTO(plan_buckets(d), e, fail);

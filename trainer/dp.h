@@ -8,8 +8,9 @@
  * into buckets from its end (first about 1 MB, then about 25 MB, at parameter-segment
  * boundaries, a pure function of the layout and the sizes, so every rank has the same plan)
  * and each bucket is queued to the thread "ih-comm" the moment its last gradient is written.
- * That thread runs comm_coll_allreduce (a plain sum; comm_hier_allreduce with dp_opts.hier) on
- * it while backward continues. After
+ * That thread runs comm_coll_allreduce (a plain sum; comm_hier_allreduce with dp_opts.hier, or
+ * the intra-node implementation dp_opts.intra on the model's device gradients) on it while
+ * backward continues. After
  * backward the step waits only for the buckets still in flight, plus one 4-float allreduce of
  * the step's statistics (loss sum, hits, images, stop flag) that keeps every rank's view of
  * the loss and of "stop now" identical.
@@ -37,6 +38,12 @@ typedef struct {
     comm_algo algo;      /* flat allreduce; across nodes with `hier` */
     comm_hier *hier;     /* non-NULL: buckets use comm_hier_allreduce (not owned; built on the
                             same comm, so only the comm thread uses it) */
+    comm_intra *intra;   /* non-NULL (needs hier): buckets are reduced where the model keeps them,
+                            comm_hier_allreduce_with(hier, intra, dev_grads + offset, ...), e.g.
+                            NCCL on the GPU's gradients (model_device_grads); not owned. The model
+                            must run with model_set_grad_host off. */
+    float *dev_grads;    /* with intra: the gradient buffer intra works on (model_num_params floats) */
+    void *stream;        /* with intra: passed through to it (a cudaStream_t for NCCL) */
     int64_t timeout_ms;  /* how long the training thread waits for the comm thread */
     int record_trace;    /* keep per-step bucket timings (profile mode) */
 } dp_opts;

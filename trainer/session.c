@@ -13,6 +13,10 @@
 #include "model/graph.h"
 #include "trainer/checkpoint.h"
 #include "trainer/modes.h"
+#include "ih_config.h"
+#if IH_WITH_NCCL
+#include "transport/nccl_intra.h"
+#endif
 
 static ih_err mkdir_p(const char *path)
 {
@@ -80,6 +84,69 @@ model_precision session_precision(const ih_cfg *cfg)
                                              : MODEL_PREC_DEFAULT;
 }
 
+/* --hier and --intra: the flat allreduce, the two-level one with the intra-node half on the
+ * host, or with NCCL on the GPUs' gradients. Collective over comm when one is given, and every
+ * rank takes the same branch: the config is the same everywhere, and whether NCCL can be used
+ * is agreed by an allreduce of each rank's verdict.
+ * Test-only: IH_DEBUG_INTRA_VIEW=1 routes the buckets through the device-side path of dp.c
+ * with the CPU intra-node implementation on the host gradients (what NCCL would get on a GPU),
+ * so the CPU tests cover that plumbing. */
+static ih_err open_allreduce(session *s, comm_ctx *comm, comm_hier_mode hm, int *use_dev)
+{
+    const ih_cfg *cfg = s->cfg;
+    *use_dev = 0;
+    const int cuda = model_net_backend(s->m) == MODEL_BACKEND_CUDA;
+    const int forced = !strcmp(cfg->intra, "nccl");
+    if (forced && (!cuda || hm == COMM_HIER_OFF))
+        return ih_fail(IH_E_USAGE, "--intra nccl reduces the gradients on the GPUs: it needs --backend cuda and "
+                       "--hier auto or on (this run: --backend %s, --hier %s)", cfg->backend, cfg->hier);
+    if (!comm) return IH_OK;
+    const char *dbg = getenv("IH_DEBUG_INTRA_VIEW");
+    const int view = dbg && !strcmp(dbg, "1") && !cuda;
+    if (view) {
+        IH_TRY(comm_hier_open(&s->hier, comm, hm, NULL));
+        if (s->hier) {
+            *use_dev = 1;
+            ih_print0("allreduce buckets: intra-node half through the device-side path (IH_DEBUG_INTRA_VIEW)\n");
+        }
+        return IH_OK;
+    }
+    if (!cuda || hm == COMM_HIER_OFF || !strcmp(cfg->intra, "cpu")) return comm_hier_open(&s->hier, comm, hm, NULL);
+
+    comm_topo t;
+    IH_TRY(comm_topo_discover(comm, NULL, &t));
+    char why[700] = "";
+#if IH_WITH_NCCL
+    model_dev_grads dg;
+    IH_TRY(model_device_grads(s->m, &dg));
+    if (t.local_size < 2 && !forced) /* forced: single-rank communicators, e.g. to test on one GPU */
+        snprintf(why, sizeof why, "one rank per node");
+    else if (!t.uniform)
+        snprintf(why, sizeof why, "the nodes have different numbers of ranks (%s)", t.layout);
+    else if (t.local_size > dg.devices)
+        snprintf(why, sizeof why, "node '%s' has %d ranks but this process sees %d GPU%s, and NCCL needs "
+                 "one GPU per rank", t.node_name, t.local_size, dg.devices, dg.devices == 1 ? "" : "s");
+#else
+    snprintf(why, sizeof why, "this build has no NCCL (configure where NCCL is installed: IH_WITH_NCCL)");
+#endif
+    float ok = why[0] ? 0.0f : 1.0f;
+    IH_TRY(comm_coll_allreduce(comm, &ok, 1, COMM_ALGO_AUTO));
+    if (ok < (float)s->world) {
+        if (!why[0]) snprintf(why, sizeof why, "another rank cannot (its log says why)");
+        if (forced) return ih_fail(IH_E_USAGE, "rank %d: --intra nccl: %s", s->rank, why);
+        ih_print0("allreduce inside a node: through host memory (--intra auto: not NCCL, %s)\n", why);
+        return comm_hier_open(&s->hier, comm, hm, NULL);
+    }
+#if IH_WITH_NCCL
+    IH_TRY(comm_hier_create(&s->hier, comm, &t));
+    IH_TRY(comm_nccl_intra_create(&s->intra, s->hier, model_num_params(s->m)));
+    *use_dev = 1;
+    ih_print0("allreduce: two-level with NCCL inside each node (--intra %s: %s), %s across nodes\n", cfg->intra,
+              t.layout, cfg->algo);
+#endif
+    return IH_OK;
+}
+
 ih_err session_open(session *s, ih_cfg *cfg, comm_ctx *comm)
 {
     ih_err e = IH_OK;
@@ -143,15 +210,28 @@ ih_err session_open(session *s, ih_cfg *cfg, comm_ctx *comm)
     IH_TRY(comm_algo_parse(cfg->algo, &algo));
     comm_hier_mode hm = COMM_HIER_AUTO;
     IH_TRY(comm_hier_mode_parse(cfg->hier, &hm));
-    IH_TRY(comm_hier_open(&s->hier, comm, hm, NULL));
+    int use_dev = 0;
+    IH_TRY(open_allreduce(s, comm, hm, &use_dev));
     dp_opts dopt = {.image_bytes = (size_t)cfg->image_size * (size_t)cfg->image_size * 3,
                     .first_bucket_mb = cfg->first_bucket_mb, .bucket_mb = cfg->bucket_mb, .algo = algo,
                     .record_trace = cfg->mode == IH_MODE_PROFILE, .hier = s->hier};
+    if (use_dev) {
+        dopt.intra = s->intra ? s->intra : comm_hier_cpu_intra(s->hier);
+        if (s->intra) {
+            model_dev_grads dg;
+            IH_TRY(model_device_grads(s->m, &dg));
+            dopt.dev_grads = dg.grads;
+            dopt.stream = dg.stream;
+        } else {
+            dopt.dev_grads = model_grads(s->m); /* IH_DEBUG_INTRA_VIEW on the CPU backend */
+        }
+    }
     IH_TRY(dp_create(&s->dp, comm, s->m, &dopt));
-    /* With k > 1 the allreduce runs on host memory: the CUDA backend copies each layer's
-     * gradients to the host as backward completes them (model_set_grad_host); with one worker
-     * they stay on the device, where session_sgd_step uses them. */
-    model_set_grad_host(s->m, s->world > 1);
+    /* With k > 1 and the allreduce on host memory, the CUDA backend copies each layer's
+     * gradients to the host as backward completes them (model_set_grad_host); with one worker,
+     * or NCCL on the device gradients, they stay on the device, where session_sgd_step uses
+     * them. */
+    model_set_grad_host(s->m, s->world > 1 && !s->intra);
 
     s->ipe = pipe_loader_batches_per_epoch(s->train);
     s->loss_scale = 1.0f / (float)((int64_t)cfg->batch * s->world * s->V);
@@ -199,6 +279,7 @@ ih_err session_open(session *s, ih_cfg *cfg, comm_ctx *comm)
 void session_close(session *s)
 {
     dp_destroy(s->dp);
+    comm_intra_destroy(s->intra); /* before the hier whose node communicator it was set up on */
     comm_hier_destroy(s->hier);
     optim_sgd_destroy(s->opt);
     free(s->osegs);

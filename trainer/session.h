@@ -42,6 +42,7 @@ typedef struct {
     optim_seg *osegs;
     dp_ctx *dp;
     comm_hier *hier;    /* two-level allreduce of the buckets (--hier); NULL: flat */
+    comm_intra *intra;  /* its intra-node half on the GPUs' gradients (--intra nccl); NULL: on the host */
     optim_sched sched;
     int ncls;
     int64_t ipe;        /* global iterations per epoch */

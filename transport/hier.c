@@ -245,6 +245,8 @@ ih_err comm_hier_allreduce_with(comm_hier *h, comm_intra *x, float *buf, size_t 
     return e;
 }
 
+comm_intra *comm_hier_cpu_intra(comm_hier *h) { return &h->cpu.base; }
+
 ih_err comm_hier_allreduce(comm_hier *h, float *buf, size_t n, comm_algo inter)
 {
     return comm_hier_allreduce_with(h, &h->cpu.base, buf, n, NULL, inter);

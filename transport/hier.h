@@ -116,6 +116,10 @@ const comm_topo *comm_hier_topo(const comm_hier *h);
 comm_ctx *comm_hier_intra_comm(comm_hier *h);
 comm_ctx *comm_hier_inter_comm(comm_hier *h);
 
+/* The CPU intra-node implementation on the node's sub-communicator (host memory), owned by h:
+ * what comm_hier_allreduce uses; for comm_hier_allreduce_with callers that choose at run time. */
+comm_intra *comm_hier_cpu_intra(comm_hier *h);
+
 /* buf[0..n) := sum over all ranks, in place, host memory, with the CPU intra-node half and
  * `inter` (auto, hd or ring) across nodes. No allocation. */
 ih_err comm_hier_allreduce(comm_hier *h, float *buf, size_t n, comm_algo inter);

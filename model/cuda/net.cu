@@ -67,6 +67,9 @@ typedef struct {
 struct model_cuda_net {
     const model_graph *g;
     int max_batch, cur_n, sms;
+    int dev;                       /* CUDA device ordinal (current at create) */
+    cudaStream_t xs;               /* for another component's work on the gradients (NCCL);
+                                      created by the first model_cuda_device_view */
     double momentum, eps;
     model_precision prec;
     cudaStream_t s;
@@ -638,6 +641,7 @@ void model_cuda_net_destroy(net *e)
     if (e->blas) cublasDestroy(e->blas);
     if (e->dnn) cudnnDestroy(e->dnn);
     if (e->s) cudaStreamDestroy(e->s);
+    if (e->xs) cudaStreamDestroy(e->xs);
     free(e->conv);
     free(e->val);
     free(e->grad);
@@ -698,6 +702,7 @@ static ih_err create_inner(net *e)
     int nt = g->ntensors, nl = g->nlayers, B = e->max_batch;
     int dev = 0;
     IH_CUDA(cudaGetDevice(&dev));
+    e->dev = dev;
     IH_CUDA(cudaDeviceGetAttribute(&e->sms, cudaDevAttrMultiProcessorCount, dev));
     IH_CUDA(cudaStreamCreateWithFlags(&e->s, cudaStreamNonBlocking));
     IH_CUDNN(cudnnCreate(&e->dnn));
@@ -961,6 +966,25 @@ ih_err model_cuda_get_params(net *e, float *params)
 }
 
 float *model_cuda_host_grads(net *e) { return e->h_grads; }
+
+ih_err model_cuda_device_view(net *e, float **grads, void **stream, int *device, int *devices)
+{
+    IH_CUDA(cudaSetDevice(e->dev));
+    if (!e->xs) IH_CUDA(cudaStreamCreateWithFlags(&e->xs, cudaStreamNonBlocking));
+    int n = 0;
+    IH_CUDA(cudaGetDeviceCount(&n));
+    *grads = e->grads;
+    *stream = (void *)e->xs;
+    *device = e->dev;
+    *devices = n;
+    return IH_OK;
+}
+
+ih_err model_cuda_bind_thread(net *e)
+{
+    IH_CUDA(cudaSetDevice(e->dev));
+    return IH_OK;
+}
 
 /* ---- SGD on the device ---- */
 

@@ -54,6 +54,15 @@ ih_err model_cuda_zero_grads(model_cuda_net *e);
  * until model_cuda_net_destroy; per-layer gradient copies land here (train_step, to_host). */
 float *model_cuda_host_grads(model_cuda_net *e);
 
+/* The device gradient buffer (nparams fp32 with the graph's offsets), a non-blocking stream
+ * on e's device for another component's work on it (NCCL; created by the first call, owned by
+ * e, destroyed with it), e's device ordinal and the number of devices this process sees.
+ * Makes e's device current for the calling thread. */
+ih_err model_cuda_device_view(model_cuda_net *e, float **grads, void **stream, int *device, int *devices);
+/* Makes e's device current for the calling thread (another thread than the one that created
+ * e, e.g. a communication thread). */
+ih_err model_cuda_bind_thread(model_cuda_net *e);
+
 /* Device SGD. sgd_setup (once per optimizer, allocates): the momentum buffer (zeroed) and the
  * tile table built from the optimizer's segments (tiles of at most a few thousand elements
  * inside one segment, each with its weight decay: plan->weight_decay or 0 for no_decay).
