@@ -316,6 +316,31 @@ ih_err model_device_grads(model_net *m, model_dev_grads *out)
     return ih_fail(IH_E_USAGE, "model %s: the CPU backend has no device gradients", m->cfg.arch);
 }
 
+ih_err model_upload_grads(model_net *m, size_t lo, size_t hi)
+{
+#if IH_WITH_CUDA
+    if (m->cu) return model_cuda_upload_grads(m->cu, lo, hi);
+#endif
+    (void)m;
+    (void)lo;
+    (void)hi;
+    return IH_OK;
+}
+
+ih_err model_grads_uploaded(model_net *m)
+{
+#if IH_WITH_CUDA
+    if (m->cu) {
+        IH_TRY(model_cuda_join_uploads(m->cu));
+        m->dev_stale_grads = 0;  /* the uploads carried the host view's writes */
+        m->host_stale_grads = 0; /* and the device holds what the host view does */
+    }
+#else
+    (void)m;
+#endif
+    return IH_OK;
+}
+
 ih_err model_bind_thread(model_net *m)
 {
 #if IH_WITH_CUDA

@@ -150,6 +150,18 @@ ih_err model_device_grads(model_net *m, model_dev_grads *out);
  * created the net, before it touches the device buffers). IH_OK at once on the CPU. */
 ih_err model_bind_thread(model_net *m);
 
+/* The host path's way back, per bucket (model_set_grad_host on): when a consumer has finished
+ * writing the host view's range [lo, hi) of a step's gradients (a bucket's allreduce), it
+ * calls model_upload_grads, which queues that range's copy to the device at once, so the
+ * copies overlap the other buckets' allreduces instead of one upload of the whole buffer in
+ * model_sgd_step. It may be called from another thread than the stepping one, bound with
+ * model_bind_thread, during or after model_train_step. After the last range of the step, the
+ * stepping thread calls model_grads_uploaded: the device buffer is then the authoritative copy
+ * again and nothing is uploaded before the SGD step. The caller must have handed back every
+ * range it wrote (else the device misses those writes). CPU backend: both are no-ops. */
+ih_err model_upload_grads(model_net *m, size_t lo, size_t hi);
+ih_err model_grads_uploaded(model_net *m);
+
 /* One SGD step (optim/sgd.h: momentum in the paper's form, momentum correction, Nesterov,
  * no weight decay on o's no_decay segments) of the parameters from the gradients, on the
  * device that holds them. CPU: exactly optim_sgd_step(o, params, grads, lr). CUDA: one fused

@@ -14,7 +14,10 @@
  * at destroy, after the comm thread stopped.
  *
  * With dp_opts.intra the buckets are only bookkeeping on the host view: each job reduces the
- * same range of dp_opts.dev_grads, and the comm thread first binds the model's device.
+ * same range of dp_opts.dev_grads, and the comm thread first binds the model's device. With
+ * dp_opts.upload (the host path) the comm thread hands each reduced bucket straight back to
+ * the model (model_upload_grads: an async copy to the GPU while the next bucket's allreduce
+ * runs).
  *
  * Test-only: IH_DEBUG_COMM_DELAY_MS=F sleeps F ms before each bucket's allreduce, a slow
  * fabric that does not use the CPU, to show (and test) overlap with backward.
@@ -83,7 +86,7 @@ static void *comm_main(void *arg)
 {
     dp_ctx *d = arg;
     /* The device-side path runs CUDA/NCCL calls on this thread: the model's device first. */
-    ih_err be = d->o.intra ? model_bind_thread(d->m) : IH_OK;
+    ih_err be = d->o.intra || d->o.upload ? model_bind_thread(d->m) : IH_OK;
     pthread_mutex_lock(&d->mu);
     if (be != IH_OK) {
         d->err = be;
@@ -108,6 +111,10 @@ static void *comm_main(void *arg)
                 e = comm_hier_allreduce(d->o.hier, j->buf, j->count, d->o.algo);
             else
                 e = comm_coll_allreduce(d->comm, j->buf, j->count, d->o.algo);
+            if (e == IH_OK && j->kind == JOB_BUCKET && d->o.upload) {
+                const size_t lo = (size_t)((float *)j->buf - d->grads);
+                e = model_upload_grads(d->m, lo, lo + j->count);
+            }
         }
         double t1 = ih_now_s();
         pthread_mutex_lock(&d->mu);
@@ -216,10 +223,10 @@ ih_err dp_create(dp_ctx **out, comm_ctx *comm, model_net *m, const dp_opts *o)
     else if (comm) d->o.timeout_ms += 30000; /* the collectives time out first, with a better message */
     d->grads = model_grads(m);
     d->nparams = model_num_params(m);
-    if (o->intra && (!o->hier || !o->dev_grads)) {
+    if ((o->intra && (!o->hier || !o->dev_grads)) || (o->intra && o->upload)) {
         free(d);
         return ih_fail(IH_E_USAGE, "dp: an intra-node implementation (%s) needs the two-level allreduce and "
-                       "the device gradient buffer", o->intra->ops->name);
+                       "the device gradient buffer, and works there (no uploads)", o->intra->ops->name);
     }
     const char *dl = getenv("IH_DEBUG_COMM_DELAY_MS");
     d->delay_ms = dl ? atof(dl) : 0;
@@ -335,6 +342,7 @@ ih_err dp_step(dp_ctx *d, const uint8_t *images, const int32_t *labels, int n, i
         on_grad_ready(d, 0); /* whatever the model did not report (it always ends at offset 0) */
         submit(d, JOB_ALLREDUCE, d->stat, 4, 0);
         IH_TRY(wait_all(d, &tm.comm_busy));
+        if (d->o.upload) IH_TRY(model_grads_uploaded(d->m));
         tm.nbuckets = d->nb;
     }
     tm.t_comm_end = ih_now_s();

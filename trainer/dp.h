@@ -44,6 +44,9 @@ typedef struct {
                             must run with model_set_grad_host off. */
     float *dev_grads;    /* with intra: the gradient buffer intra works on (model_num_params floats) */
     void *stream;        /* with intra: passed through to it (a cudaStream_t for NCCL) */
+    int upload;          /* host path (no intra): hand each reduced bucket back to the model
+                            (model_upload_grads, from the comm thread) and end the step with
+                            model_grads_uploaded, so the device copies overlap the allreduces */
     int64_t timeout_ms;  /* how long the training thread waits for the comm thread */
     int record_trace;    /* keep per-step bucket timings (profile mode) */
 } dp_opts;

@@ -214,7 +214,7 @@ ih_err session_open(session *s, ih_cfg *cfg, comm_ctx *comm)
     IH_TRY(open_allreduce(s, comm, hm, &use_dev));
     dp_opts dopt = {.image_bytes = (size_t)cfg->image_size * (size_t)cfg->image_size * 3,
                     .first_bucket_mb = cfg->first_bucket_mb, .bucket_mb = cfg->bucket_mb, .algo = algo,
-                    .record_trace = cfg->mode == IH_MODE_PROFILE, .hier = s->hier};
+                    .record_trace = cfg->mode == IH_MODE_PROFILE, .hier = s->hier, .upload = !use_dev};
     if (use_dev) {
         dopt.intra = s->intra ? s->intra : comm_hier_cpu_intra(s->hier);
         if (s->intra) {

@@ -68,8 +68,9 @@ struct model_cuda_net {
     const model_graph *g;
     int max_batch, cur_n, sms;
     int dev;                       /* CUDA device ordinal (current at create) */
-    cudaStream_t xs;               /* for another component's work on the gradients (NCCL);
-                                      created by the first model_cuda_device_view */
+    cudaStream_t xs;               /* another component's work on the gradients (NCCL, the
+                                      per-bucket uploads of the host path) */
+    cudaEvent_t xev;               /* joins xs into s (model_cuda_join_uploads) */
     double momentum, eps;
     model_precision prec;
     cudaStream_t s;
@@ -642,6 +643,7 @@ void model_cuda_net_destroy(net *e)
     if (e->dnn) cudnnDestroy(e->dnn);
     if (e->s) cudaStreamDestroy(e->s);
     if (e->xs) cudaStreamDestroy(e->xs);
+    if (e->xev) cudaEventDestroy(e->xev);
     free(e->conv);
     free(e->val);
     free(e->grad);
@@ -713,6 +715,8 @@ static ih_err create_inner(net *e)
     IH_CUDA(cudaMalloc(&e->blas_ws, (size_t)32 << 20));
     IH_CUBLAS(cublasSetWorkspace(e->blas, e->blas_ws, (size_t)32 << 20));
     IH_CUDA(cudaStreamCreateWithFlags(&e->cs, cudaStreamNonBlocking));
+    IH_CUDA(cudaStreamCreateWithFlags(&e->xs, cudaStreamNonBlocking));
+    IH_CUDA(cudaEventCreateWithFlags(&e->xev, cudaEventDisableTiming));
     IH_CUDA(cudaEventCreateWithFlags(&e->copied, cudaEventDisableTiming));
     IH_CUDA(cudaEventCreateWithFlags(&e->landed_free, cudaEventDisableTiming));
     IH_CUBLAS(cublasSetMathMode(e->blas, e->prec == MODEL_PREC_FP32 ? CUBLAS_PEDANTIC_MATH
@@ -970,7 +974,6 @@ float *model_cuda_host_grads(net *e) { return e->h_grads; }
 ih_err model_cuda_device_view(net *e, float **grads, void **stream, int *device, int *devices)
 {
     IH_CUDA(cudaSetDevice(e->dev));
-    if (!e->xs) IH_CUDA(cudaStreamCreateWithFlags(&e->xs, cudaStreamNonBlocking));
     int n = 0;
     IH_CUDA(cudaGetDeviceCount(&n));
     *grads = e->grads;
@@ -983,6 +986,24 @@ ih_err model_cuda_device_view(net *e, float **grads, void **stream, int *device,
 ih_err model_cuda_bind_thread(net *e)
 {
     IH_CUDA(cudaSetDevice(e->dev));
+    return IH_OK;
+}
+
+ih_err model_cuda_upload_grads(net *e, size_t lo, size_t hi)
+{
+    if (hi > e->g->nparams || lo > hi)
+        return ih_fail(IH_E_INTERNAL, "model cuda: gradient range [%zu, %zu) outside [0, %zu)", lo, hi,
+                       e->g->nparams);
+    if (hi > lo)
+        IH_CUDA(cudaMemcpyAsync(e->grads + lo, e->h_grads + lo, (hi - lo) * sizeof(float), cudaMemcpyHostToDevice,
+                                e->xs));
+    return IH_OK;
+}
+
+ih_err model_cuda_join_uploads(net *e)
+{
+    IH_CUDA(cudaEventRecord(e->xev, e->xs));
+    IH_CUDA(cudaStreamWaitEvent(e->s, e->xev, 0));
     return IH_OK;
 }
 

@@ -55,13 +55,22 @@ ih_err model_cuda_zero_grads(model_cuda_net *e);
 float *model_cuda_host_grads(model_cuda_net *e);
 
 /* The device gradient buffer (nparams fp32 with the graph's offsets), a non-blocking stream
- * on e's device for another component's work on it (NCCL; created by the first call, owned by
- * e, destroyed with it), e's device ordinal and the number of devices this process sees.
- * Makes e's device current for the calling thread. */
+ * on e's device for another component's work on it (NCCL; owned by e, the one the uploads
+ * below use), e's device ordinal and the number of devices this process sees. Makes e's
+ * device current for the calling thread. */
 ih_err model_cuda_device_view(model_cuda_net *e, float **grads, void **stream, int *device, int *devices);
 /* Makes e's device current for the calling thread (another thread than the one that created
  * e, e.g. a communication thread). */
 ih_err model_cuda_bind_thread(model_cuda_net *e);
+
+/* Per-bucket return of the host path: upload_grads queues the copy of the pinned host mirror's
+ * [lo, hi) to the device gradients on the exchange stream and returns; it may be called from
+ * another thread bound to e's device (only CUDA calls on that stream, no executor state).
+ * join_uploads (the stepping thread, after the last upload_grads of the step) makes the compute
+ * stream wait for every copy queued so far, so the SGD step and the next step's kernels and
+ * host copies come after them. */
+ih_err model_cuda_upload_grads(model_cuda_net *e, size_t lo, size_t hi);
+ih_err model_cuda_join_uploads(model_cuda_net *e);
 
 /* Device SGD. sgd_setup (once per optimizer, allocates): the momentum buffer (zeroed) and the
  * tile table built from the optimizer's segments (tiles of at most a few thousand elements
