@@ -129,33 +129,42 @@ else ips[eager32]=skipped; echo "eager row skipped: $(left)s of the budget left"
 # End to end: the real trainer from an LMDB (decode, augmentation, H2D, graph step, per-layer
 # gradient copies and the allreduce with 2 workers, device SGD), --mode=profile's RESULT line.
 declare -A prof
-prof_one() { # k: workers (sharing this GPU when there is one)
-    local k=$1 tl
-    local log="$out/profile_k$k.log"
+prof_one() { # k [nccl]: workers (sharing this GPU when there is one); nccl: as 2 simulated
+    # nodes x 1 rank with --intra nccl (the device-side gradient path on one GPU)
+    local k=$1 tl key=$1 env=()
     local be=(--backend cuda --arch resnet50 --image-size 64 -b 64 --profile-iters 20)
-    prof[ips$k]=na; prof[exp$k]=na; prof[step$k]=na; prof[net]="resnet50 n=64"
+    prof[net]="resnet50 n=64"
     if [ "$dry" = 1 ]; then
         # no GPU: the same logic on the CPU with a tiny net, when a built train is at hand
         [ -x "$build/bin/train" ] || { echo "profile k=$k: dry run, no $build/bin/train"; return; }
         be=(--backend cpu --arch resnet8 --image-size 16 -b 8 --profile-iters 3)
         prof[net]="resnet8 n=8 16px cpu (dry)"
     fi
+    if [ "${2:-}" = nccl ]; then
+        key=${k}nccl
+        env=(IH_RANKS_PER_NODE=1)
+        if [ "$dry" = 1 ]; then env+=(IH_DEBUG_INTRA_VIEW=1); be+=(--hier on)   # CPU stand-in
+        else be+=(--intra nccl); fi
+    fi
+    local log="$out/profile_k$key.log"
+    prof[ips$key]=na; prof[exp$key]=na; prof[step$key]=na
     tl=$(left); [ "$tl" -gt 150 ] && tl=150
     if [ "$tl" -lt 40 ]; then prof[ips$k]=skipped; echo "profile k=$k skipped: $(left)s left"; return; fi
     local th=$(( jobs / k )); [ "$th" -lt 1 ] && th=1   # decode threads: the cores, shared by the workers
-    timeout "$tl" "$build/bin/train" --mode=profile "${be[@]}" --nproc "$k" --threads "$th" \
-        --train "$data/train.lmdb" -o "$data/out_k$k" --no-progress >"$log" 2>&1
+    env "${env[@]}" timeout "$tl" "$build/bin/train" --mode=profile "${be[@]}" --nproc "$k" --threads "$th" \
+        --train "$data/train.lmdb" -o "$data/out_k$key" --no-progress >"$log" 2>&1
     echo "rc=$?" >>"$log"
     local res
     res=$(grep -h '^RESULT workers=' "$log" | tail -n1)
-    if [ -z "$res" ]; then echo "profile k=$k: no RESULT line"; tail -n 15 "$log"; return; fi
+    if [ -z "$res" ]; then echo "profile k=$key: no RESULT line"; tail -n 15 "$log"; return; fi
+    grep -h 'allreduce' "$log" | grep -iv '^  ' | head -n 3
     echo "$res"
     grep -E '^  (forward|backward|allreduce|optimizer|step|data wait)' "$log"
-    prof[ips$k]=$(echo "$res" | sed -n 's/.* img_s=\([0-9.]*\).*/\1/p')
-    prof[exp$k]=$(echo "$res" | sed -n 's/.* exposed_comm_frac=\([0-9.]*\).*/\1/p')
-    prof[step$k]=$(echo "$res" | sed -n 's/.* step_ms=\([0-9.]*\).*/\1/p')
+    prof[ips$key]=$(echo "$res" | sed -n 's/.* img_s=\([0-9.]*\).*/\1/p')
+    prof[exp$key]=$(echo "$res" | sed -n 's/.* exposed_comm_frac=\([0-9.]*\).*/\1/p')
+    prof[step$key]=$(echo "$res" | sed -n 's/.* step_ms=\([0-9.]*\).*/\1/p')
 }
-stage "end to end: train --mode=profile, resnet50 at 64 px from a synthetic LMDB, 1 and 2 workers"
+stage "end to end: train --mode=profile, resnet50 at 64 px from a synthetic LMDB, 1 and 2 workers, 2 with NCCL"
 data=$out/profile_data
 rm -rf "$data"; mkdir -p "$data"
 if [ -x "$build/tools/make_synthetic" ] && [ -x "$build/tools/make_lmdb" ] && [ -x "$build/bin/train" ]; then
@@ -164,6 +173,7 @@ if [ -x "$build/tools/make_synthetic" ] && [ -x "$build/tools/make_lmdb" ] && [ 
         && timeout 60 "$build/tools/make_lmdb" "$data/synth/train" "$data/train.lmdb" >>"$out/profile_data.log" 2>&1; then
         prof_one 1
         if [ "$(left)" -gt 60 ]; then prof_one 2; else prof[ips2]=skipped; echo "profile k=2 skipped"; fi
+        if [ "$(left)" -gt 60 ]; then prof_one 2 nccl; else prof[ips2nccl]=skipped; echo "profile k=2 nccl skipped"; fi
     else
         echo "making the profile LMDB failed:"; tail -n 10 "$out/profile_data.log"
     fi
@@ -179,10 +189,10 @@ for n in 32 256; do
         "$(ratio "${ips[ours$n]}" "${ips[torch$n]}")"
 done
 echo "# ours at n=32 without the CUDA graph (IH_CUDA_GRAPH=0): ${ips[eager32]} img/s"
-printf '# %-38s %12s %10s %18s\n' "train --mode=profile (64 px)" "img/s total" "step(ms)" "exposed comm/step"
-for k in 1 2; do
-    printf '  %-38s %12s %10s %18s\n' "${prof[net]:-resnet50 n=64} workers=$k" "${prof[ips$k]:-na}" \
-        "${prof[step$k]:-na}" "${prof[exp$k]:-na}"
+printf '# %-50s %12s %10s %18s\n' "train --mode=profile (64 px)" "img/s total" "step(ms)" "exposed comm/step"
+for k in 1 2 2nccl; do
+    printf '  %-50s %12s %10s %18s\n' "${prof[net]:-resnet50 n=64} workers=${k/nccl/ (nccl path)}" \
+        "${prof[ips$k]:-na}" "${prof[step$k]:-na}" "${prof[exp$k]:-na}"
 done
 echo "# GPU tests rc=$gpu_rc, max_rel_err bf16=${maxrel:-na} fp32=${maxrel32:-na} fp16=${maxrel16:-na}; $(( $(date +%s) - t0 ))s in all"
 rc=$gpu_rc
@@ -193,5 +203,5 @@ if [ -n "${IH_BENCH_MIN_RATIO:-}" ]; then
             || { echo "ratio at n=$n is $r < IH_BENCH_MIN_RATIO=$IH_BENCH_MIN_RATIO"; rc=1; }
     done
 fi
-echo "RESULT gpu=$gpu ours_n32_img_s=${ips[ours32]} torch_n32_img_s=${ips[torch32]} ours_n256_img_s=${ips[ours256]} torch_n256_img_s=${ips[torch256]} max_rel_err=${maxrel:-na} max_rel_err_fp32=${maxrel32:-na} max_rel_err_fp16=${maxrel16:-na} profile_k1_img_s=${prof[ips1]:-na} profile_k2_img_s=${prof[ips2]:-na} profile_k2_exposed_comm=${prof[exp2]:-na} gpu_tests_rc=$gpu_rc"
+echo "RESULT gpu=$gpu ours_n32_img_s=${ips[ours32]} torch_n32_img_s=${ips[torch32]} ours_n256_img_s=${ips[ours256]} torch_n256_img_s=${ips[torch256]} max_rel_err=${maxrel:-na} max_rel_err_fp32=${maxrel32:-na} max_rel_err_fp16=${maxrel16:-na} profile_k1_img_s=${prof[ips1]:-na} profile_k2_img_s=${prof[ips2]:-na} profile_k2_exposed_comm=${prof[exp2]:-na} profile_k2_nccl_img_s=${prof[ips2nccl]:-na} gpu_tests_rc=$gpu_rc"
 exit $rc
