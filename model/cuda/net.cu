@@ -108,7 +108,11 @@ struct model_cuda_net {
      * each for its graph_n / graph_scale */
     cudaGraphExec_t graph[2];
     int graph_n[2], graph_off, capturing;
+    int graph_require;             /* IH_CUDA_GRAPH=require: a failed capture is an error */
     double graph_scale[2], graph_ls[2]; /* graph_ls: the fp16 loss scale baked in */
+    /* the key of the last eager warm-up step per variant: a key is captured on its second use */
+    int warm_n[2];
+    double warm_scale[2], warm_ls[2];
     /* grad-ready points: one per parameter layer, in backward order; point j covers
      * grads[pt_off[j], pt_hi[j]) and completes with event pt_ev[variant][j] */
     int npts;
@@ -832,6 +836,7 @@ static ih_err create_inner(net *e)
     {
         const char *genv = getenv("IH_CUDA_GRAPH");
         e->graph_off = genv && !strcmp(genv, "0");
+        e->graph_require = genv && !strcmp(genv, "require");
     }
     IH_CUDA(cudaMalloc((void **)&e->d_loss, (size_t)B * sizeof(double)));
     IH_CUDA(cudaMalloc((void **)&e->d_hit, (size_t)B * sizeof(int)));
@@ -1373,10 +1378,13 @@ static ih_err step_body(net *e, int n, double loss_scale, int to_host)
 }
 
 /* CUDA graph of step_body for (n, loss_scale), one per variant (to_host or not: the copies
- * are nodes of the graph, so the per-layer copies cost no host launches), captured on first
- * use and replayed: a ResNet-50 step is ~700 launches, whose host cost (cuDNN's especially)
- * bounds small batches. A failed capture is reported once and the executor stays eager
- * (IH_CUDA_GRAPH=0 asks for eager from the start). */
+ * are nodes of the graph, so the per-layer copies cost no host launches), captured on the
+ * second use of a key and replayed: a ResNet-50 step is ~700 launches, whose host cost
+ * (cuDNN's especially) bounds small batches. The first use of a key runs eagerly, a warm-up
+ * as PyTorch's graph capture wants one: the libraries' one-time set-up (handles' lazy state,
+ * kernel loading) then happens outside the capture, where it is executed, not recorded.
+ * A failed capture is reported once and the executor stays eager (IH_CUDA_GRAPH=0 asks for
+ * eager from the start; IH_CUDA_GRAPH=require makes a failed capture an error, for tests). */
 static ih_err run_step(net *e, int n, double loss_scale, int to_host)
 {
     const int v = to_host ? 1 : 0;
@@ -1384,12 +1392,22 @@ static ih_err run_step(net *e, int n, double loss_scale, int to_host)
     if (!e->graph[v] || e->graph_n[v] != n || e->graph_scale[v] != loss_scale || e->graph_ls[v] != e->ls) {
         if (e->graph[v]) IH_CUDA(cudaGraphExecDestroy(e->graph[v]));
         e->graph[v] = NULL;
+        if (e->warm_n[v] != n || e->warm_scale[v] != loss_scale || e->warm_ls[v] != e->ls) {
+            e->warm_n[v] = n;
+            e->warm_scale[v] = loss_scale;
+            e->warm_ls[v] = e->ls;
+            return step_body(e, n, loss_scale, to_host);
+        }
         IH_TRY(set_batch(e, n)); /* host-side descriptor work, before the capture */
         cudaGraph_t gr = NULL;
         IH_CUDA(cudaStreamBeginCapture(e->s, cudaStreamCaptureModeThreadLocal));
         e->capturing = 1;
         ih_err err = step_body(e, n, loss_scale, to_host);
         e->capturing = 0;
+        if (err != IH_OK && to_host) { /* join the copy stream, which may have forked, before the end */
+            (void)cudaEventRecord(e->gjoin, e->gs);
+            (void)cudaStreamWaitEvent(e->s, e->gjoin, 0);
+        }
         cudaError_t ce = cudaStreamEndCapture(e->s, &gr);
         if (err == IH_OK && ce == cudaSuccess) {
             ce = cudaGraphInstantiate(&e->graph[v], gr, 0);
@@ -1398,6 +1416,9 @@ static ih_err run_step(net *e, int n, double loss_scale, int to_host)
         if (gr) (void)cudaGraphDestroy(gr);
         if (err != IH_OK || ce != cudaSuccess) {
             (void)cudaGetLastError();
+            if (e->graph_require)
+                return ih_fail(IH_E_CUDA, "model cuda: capturing the training step as a CUDA graph failed (%s) "
+                               "and IH_CUDA_GRAPH=require", err != IH_OK ? ih_last_error() : cudaGetErrorString(ce));
             IH_WARN("model cuda: capturing the training step as a CUDA graph failed (%s); running "
                     "it eagerly from now on", err != IH_OK ? ih_last_error() : cudaGetErrorString(ce));
             e->graph_off = 1;

@@ -4,7 +4,9 @@
  * gradients that a plain step followed by a full download gives.
  * For each net and precision, with the captured CUDA graph and eagerly (IH_CUDA_GRAPH=0):
  *   reference: zero, one step (no callback), model_grads (the post-backward download);
- *   device mode: callbacks come with strictly decreasing offsets ending at 0;
+ *   device mode: callbacks come with strictly decreasing offsets ending at 0, and each range,
+ *     read from the device gradient buffer (model_device_grads) at its callback while the
+ *     rest of backward still runs, equals the reference (what NCCL would reduce there);
  *   host mode: the host view is first filled with NaN, then at each callback the range is
  *     copied aside; after the step the copies must equal the reference bit for bit, and so
  *     must the host view;
@@ -15,9 +17,12 @@
  * ones first); where a bf16 algorithm is not deterministic the bf16 comparison falls back to
  * a relative L2 of 1e-3 per segment, far below the >= 1 of a range delivered before its
  * gradient was complete (a conv's bf16 gradient not yet added, a missed copy: NaN).
+ * The graph runs use IH_CUDA_GRAPH=require, so a capture that fails is an error here instead
+ * of a silent fall-back to eager launches.
  * BN gammas and betas are randomised first (the paper's zero gammas would make the gradients
  * of half the convs exactly 0 on both sides). Exit 77 without a device.
  */
+#include <cuda_runtime_api.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,9 +32,10 @@
 
 typedef struct {
     const float *host;   /* the model's host gradient view */
+    const float *dev;    /* device mode: the device gradient buffer */
     float *snap;         /* the ranges as they were at their callback */
     size_t prev, np;
-    int calls, order_ok, nan_seen;
+    int calls, order_ok, nan_seen, copy_failed;
 } ready_ctx;
 
 static void on_ready(void *arg, size_t off)
@@ -40,7 +46,11 @@ static void on_ready(void *arg, size_t off)
         c->order_ok = 0;
         return;
     }
-    if (c->snap) {
+    if (c->dev) { /* the legacy default stream: no wait for the net's non-blocking streams */
+        if (cudaMemcpy(c->snap + off, c->dev + off, (c->prev - off) * sizeof(float), cudaMemcpyDeviceToHost) !=
+            cudaSuccess)
+            c->copy_failed++;
+    } else if (c->snap) {
         memcpy(c->snap + off, c->host + off, (c->prev - off) * sizeof(float));
         for (size_t i = off; i < c->prev; i++) c->nan_seen += isnan(c->host[i]);
     }
@@ -81,7 +91,7 @@ static void compare(const char *what, model_net *m, const float *got, const floa
 static void run(const char *arch, int width, int size, int n, model_precision prec, int graph)
 {
     const int classes = 10;
-    setenv("IH_CUDA_GRAPH", graph ? "1" : "0", 1); /* read when the net is created */
+    setenv("IH_CUDA_GRAPH", graph ? "require" : "0", 1); /* read when the net is created */
     model_cfg cfg = {arch, classes, size, n, MODEL_BACKEND_CUDA, 0.1f, 1e-5f};
     model_net *m = NULL;
     char name[96];
@@ -122,14 +132,25 @@ static void run(const char *arch, int width, int size, int n, model_precision pr
     if (!step(m, img + nimg, lab + n, n)) goto out;
     memcpy(ref2, model_grads(m), np * sizeof(float));
 
-    /* device mode: order only */
-    ready_ctx c = {.prev = np, .np = np, .order_ok = 1};
-    model_set_grad_host(m, 0);
-    model_set_grad_ready(m, on_ready, &c);
-    model_zero_grads(m);
-    if (!step(m, img, lab, n)) goto out;
-    CHECK(c.order_ok && c.prev == 0 && c.calls > 1, "%s: device mode: %d calls, order %s, last offset %zu", name,
-          c.calls, c.order_ok ? "ok" : "WRONG", c.prev);
+    /* device mode: order, and each range on the device at its callback (twice: the first use
+     * of a graph key runs eagerly, the second is captured) */
+    model_dev_grads dg;
+    CHECK(model_device_grads(m, &dg) == IH_OK && dg.grads, "%s: model_device_grads: %s", name, ih_last_error());
+    ready_ctx c = {0};
+    for (int rep = 0; rep < 2 && dg.grads; rep++) {
+        for (size_t i = 0; i < np; i++) snap[i] = NAN;
+        c = (ready_ctx){.dev = dg.grads, .snap = snap, .prev = np, .np = np, .order_ok = 1};
+        model_set_grad_host(m, 0);
+        model_set_grad_ready(m, on_ready, &c);
+        model_zero_grads(m);
+        if (!step(m, img, lab, n)) goto out;
+        model_set_grad_ready(m, NULL, NULL);
+        CHECK(c.order_ok && c.prev == 0 && c.calls > 1, "%s: device mode: %d calls, order %s, last offset %zu", name,
+              c.calls, c.order_ok ? "ok" : "WRONG", c.prev);
+        CHECK(c.copy_failed == 0, "%s: device mode: %d reads of the device buffer failed", name, c.copy_failed);
+        snprintf(what, sizeof what, "%s: device mode (run %d): ranges on the device at their callbacks", name, rep + 1);
+        compare(what, m, snap, ref, exact);
+    }
 
     /* host mode, one step, host view poisoned first */
     for (int acc = 0; acc < 2; acc++) {
