@@ -4,6 +4,7 @@
 #include "launch.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -22,7 +23,7 @@ extern char **environ;
 static const char *const k_drop[] = {
     "RANK=", "WORLD_SIZE=", "LOCAL_RANK=", "LOCAL_WORLD_SIZE=", "MASTER_ADDR=", "MASTER_PORT=",
     "OMPI_COMM_WORLD_RANK=", "OMPI_COMM_WORLD_SIZE=", "OMPI_COMM_WORLD_LOCAL_RANK=",
-    "OMPI_COMM_WORLD_LOCAL_SIZE=", "PMI_RANK=", "PMI_SIZE=", "SLURM_STEP_ID=", NULL};
+    "OMPI_COMM_WORLD_LOCAL_SIZE=", "PMI_RANK=", "PMI_SIZE=", "SLURM_STEP_ID=", "IH_STORE_FD=", NULL};
 
 static int dropped(const char *e)
 {
@@ -33,7 +34,7 @@ static int dropped(const char *e)
 
 /* Builds a child's environment: ours minus k_drop, plus the rank variables and extra_env.
  * Returns NULL when out of memory. Freed by free_env. */
-static char **build_env(int rank, int nproc, const char *addr, int port, const char *const *extra)
+static char **build_env(int rank, int nproc, const char *addr, int port, int store_fd, const char *const *extra)
 {
     size_t n = 0, ne = 0;
     while (environ[n]) n++;
@@ -50,6 +51,7 @@ static char **build_env(int rank, int nproc, const char *addr, int port, const c
     snprintf(b, sizeof b, "LOCAL_WORLD_SIZE=%d", nproc); env[o++] = strdup(b);
     snprintf(b, sizeof b, "MASTER_ADDR=%s", addr); env[o++] = strdup(b);
     snprintf(b, sizeof b, "MASTER_PORT=%d", port); env[o++] = strdup(b);
+    if (store_fd >= 0) { snprintf(b, sizeof b, "IH_STORE_FD=%d", store_fd); env[o++] = strdup(b); }
     for (size_t i = 0; i < ne; i++) env[o++] = strdup(extra[i]);
     for (size_t i = 0; i < o; i++)
         if (!env[i]) {
@@ -96,14 +98,14 @@ int comm_launch_local(int nproc, char *const argv[], const comm_launch_opts *opt
         fprintf(stderr, "launch: need nproc >= 1 and a program to run\n");
         return 1;
     }
-    int port = o.master_port;
-    if (!port) {
-        int fd = -1;
-        if (comm_sock_listen(&fd, addr, 0, 1, 0, &port) != IH_OK) {
-            fprintf(stderr, "launch: cannot find a free port on %s: %s\n", addr, ih_last_error());
-            return 1;
-        }
-        close(fd); /* rank 0 binds it again at once (SO_REUSEADDR) */
+    /* A port picked here is kept bound: the listening socket is handed to rank 0, whose
+     * rendezvous store serves on it (IH_STORE_FD, store.h). Closing it and letting rank 0 bind
+     * the number again left a window in which an outgoing connection of any process on the
+     * machine could take the port as its local port ("Address already in use"). */
+    int port = o.master_port, store_fd = -1;
+    if (!port && comm_sock_listen(&store_fd, addr, 0, 1024, 0, &port) != IH_OK) {
+        fprintf(stderr, "launch: cannot find a free port on %s: %s\n", addr, ih_last_error());
+        return 1;
     }
 
     sigset_t mask, old;
@@ -122,7 +124,7 @@ int comm_launch_local(int nproc, char *const argv[], const comm_launch_opts *opt
         goto out;
     }
     for (int r = 0; r < nproc; r++) {
-        char **env = build_env(r, nproc, addr, port, o.extra_env);
+        char **env = build_env(r, nproc, addr, port, r == 0 ? store_fd : -1, o.extra_env);
         if (!env) {
             fprintf(stderr, "launch: out of memory building rank %d's environment\n", r);
             rc = 1;
@@ -136,6 +138,8 @@ int comm_launch_local(int nproc, char *const argv[], const comm_launch_opts *opt
         pid_t pid = fork();
         if (pid == 0) {
             pthread_sigmask(SIG_SETMASK, &old, NULL);
+            if (r == 0 && store_fd >= 0) /* inherited by rank 0 only (it is close-on-exec) */
+                (void)fcntl(store_fd, F_SETFD, 0);
             execvpe(argv[0], argv, env);
             const char *why = strerrordesc_np(errno); /* a static string: safe here */
             if (write(2, fail, (size_t)fl) < 0 || write(2, why ? why : "?", why ? strlen(why) : 1) < 0 ||
@@ -151,6 +155,10 @@ int comm_launch_local(int nproc, char *const argv[], const comm_launch_opts *opt
         }
         pids[r] = pid;
         alive++;
+    }
+    if (store_fd >= 0) { /* rank 0 has its copy */
+        close(store_fd);
+        store_fd = -1;
     }
     if (rc) /* partial start: stop what started */
         signal_all(pids, nproc, SIGTERM);
@@ -234,6 +242,7 @@ int comm_launch_local(int nproc, char *const argv[], const comm_launch_opts *opt
     }
 out:
     if (res) res->first_failed_rank = first >= 0 ? first : -1;
+    if (store_fd >= 0) close(store_fd);
     if (sfd >= 0) close(sfd);
     free(pids);
     pthread_sigmask(SIG_SETMASK, &old, NULL);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -28,6 +29,7 @@ static const unsigned char k_magic[4] = {'I', 'H', 'S', 'T'};
 typedef struct { char *key; void *val; size_t len; } kv;
 
 struct comm_store_server {
+    int inherited; /* lfd came from the launcher (IH_STORE_FD) */
     int lfd;
     int wake[2];           /* self-pipe: destroy writes, the thread wakes and exits */
     int port;
@@ -163,6 +165,39 @@ static void *server_main(void *arg)
     return NULL;
 }
 
+/* The listening socket a launcher bound for us (IH_STORE_FD, store.h), if it is one and on
+ * `port`; taken once per process. Else -1, and the caller binds. */
+static int inherited_listener(int port)
+{
+    static atomic_int taken;
+    const char *v = getenv("IH_STORE_FD");
+    if (!v || !*v || atomic_exchange(&taken, 1)) return -1;
+    char *end = NULL;
+    long fd = strtol(v, &end, 10);
+    if (*end || fd < 0 || fd > 1 << 20) {
+        IH_WARN("IH_STORE_FD='%s' is not a file descriptor; binding port %d instead", v, port);
+        return -1;
+    }
+    int acc = 0;
+    socklen_t al = sizeof acc;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockopt((int)fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &al) || !acc ||
+        getsockname((int)fd, (struct sockaddr *)&ss, &sl)) {
+        IH_WARN("IH_STORE_FD=%ld is not a listening socket; binding port %d instead", fd, port);
+        return -1;
+    }
+    const int bound = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                     : ((struct sockaddr_in *)&ss)->sin_port);
+    if (port && bound != port) {
+        IH_WARN("IH_STORE_FD=%ld listens on port %d, not MASTER_PORT %d; binding %d instead", fd, bound, port, port);
+        return -1;
+    }
+    (void)fcntl((int)fd, F_SETFD, FD_CLOEXEC); /* ours now: not for our children */
+    (void)listen((int)fd, 1024);              /* the launcher's backlog may be smaller */
+    return (int)fd;
+}
+
 ih_err comm_store_server_create(comm_store_server **out, const char *host, int port)
 {
     *out = NULL;
@@ -170,14 +205,18 @@ ih_err comm_store_server_create(comm_store_server **out, const char *host, int p
     if (!s) return ih_fail(IH_E_SYS, "out of memory for the rendezvous store");
     s->lfd = s->wake[0] = s->wake[1] = -1;
     ih_err e = IH_OK;
-    IH_TRY_GOTO(comm_sock_listen(&s->lfd, host, port, 1024, 0, &s->port), e, fail);
+    s->lfd = inherited_listener(port);
+    s->inherited = s->lfd >= 0;
+    if (s->inherited) s->port = port;
+    else IH_TRY_GOTO(comm_sock_listen(&s->lfd, host, port, 1024, 0, &s->port), e, fail);
     if (pipe2(s->wake, O_CLOEXEC) < 0) {
         e = ih_fail(IH_E_SYS, "pipe: %s", strerror(errno));
         goto fail;
     }
     IH_TRY_GOTO(ih_thread_start(&s->thread, "ih-store", server_main, s), e, fail);
     s->started = 1;
-    IH_INFO(IH_LOG_BOOT, "rendezvous store listening on port %d", s->port);
+    IH_INFO(IH_LOG_BOOT, "rendezvous store listening on port %d%s", s->port,
+            s->inherited ? " (the socket the launcher bound, IH_STORE_FD)" : "");
     *out = s;
     return IH_OK;
 fail:

@@ -40,7 +40,11 @@ typedef struct comm_store comm_store;
 
 /* Starts the server thread listening on host:port (host NULL = all interfaces; port 0 =
  * ephemeral, see comm_store_server_port). IH_E_NET if the port cannot be bound. The server
- * owns its thread and sockets until destroy. Any thread. */
+ * owns its thread and sockets until destroy. Any thread.
+ * When the environment has IH_STORE_FD=N (set by launch.c for rank 0), the first server of the
+ * process serves on that inherited listening socket instead of binding, if it is one and is
+ * bound to `port`: the launcher picked the port by binding it and never let it go, so no other
+ * process can take it in between. */
 ih_err comm_store_server_create(comm_store_server **out, const char *host, int port);
 int comm_store_server_port(const comm_store_server *s);
 /* Blocks until no client is connected (every rank closed its store client, normally by

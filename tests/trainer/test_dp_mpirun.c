@@ -1,6 +1,7 @@
 /* test_dp_mpirun — a real launcher: the same short run started by Open MPI's
  * `mpirun -np 3` (rank/world from OMPI_COMM_WORLD_*, the store at MASTER_ADDR:MASTER_PORT)
- * and by `./train --nproc 3` ends with byte-identical checkpoints. Skips (77) when mpirun is
+ * and by `./train --nproc 3` ends with byte-identical checkpoints; under --nproc, rank 0's store
+ * serves on the listening socket the launcher bound (no window in which the port is free). Skips (77) when mpirun is
  * not installed (scripts/install-deps installs openmpi-bin on Debian). */
 #include <string.h>
 #include <unistd.h>
@@ -32,8 +33,12 @@ int main(void)
     }
     CHECK(rc == 0, "mpirun -np 3: exit %d\n%s", rc, out);
     CHECK(strstr(out, "workers=3") != NULL, "the mpirun job should have 3 workers:\n%s", out);
-    rc = run_cmd(out, sizeof out, "%s/bin/train --nproc 3 --train %s/train.lmdb -o %s/local %s", bin_dir(), tmp, tmp, args);
+    rc = run_cmd(out, sizeof out, "IH_DEBUG=INFO IH_DEBUG_SUBSYS=BOOT %s/bin/train --nproc 3 --train %s/train.lmdb -o %s/local %s",
+                 bin_dir(), tmp, tmp, args);
     CHECK(rc == 0, "--nproc 3: exit %d\n%s", rc, out);
+    /* the launcher's port is never released between its choice and the store (launch.c) */
+    CHECK(strstr(out, "(the socket the launcher bound, IH_STORE_FD)") != NULL,
+          "--nproc: rank 0's store did not serve on the launcher's socket:\n%s", out);
     unsigned char *a = NULL, *b = NULL;
     char p[1024];
     snprintf(p, sizeof p, "%s/mpi/checkpoint.bin", tmp);
