@@ -7,6 +7,9 @@
  * workspace cap, is deterministic (so the same batch gives the same bits, as on the CPU) and,
  * in the fp32 exact mode, uses plain FMA math (no TF32); in bf16 mode they are then replaced
  * by cudnnFind's measured fastest (conv_find). One workspace for all layers.
+ * IH_CUDNN_API=graph runs the same three directions on cuDNN's backend graph API instead
+ * (conv_graph.c: plans from its heuristics under the same determinism/no-TF32 policy, no
+ * measurement); conv_fwd/conv_bwd_data/conv_bwd_filter dispatch per layer.
  * A training step is captured as a CUDA graph per (batch, loss scale) and replayed; input
  * copies run on their own stream, overlapped with the previous step (put_input).
  * Precision of tensors: the normalised input has the compute type, with its 3 channels
@@ -42,6 +45,7 @@
 
 #include "core/cuda_check.h"
 #include "core/log.h"
+#include "model/cuda/conv_graph.h"
 #include "model/cuda/kernels.cuh"
 #include "model/cuda/net.h"
 #include "model/cuda/probe.h"
@@ -62,6 +66,7 @@ typedef struct {
     cudnnConvolutionFwdAlgo_t fa;
     cudnnConvolutionBwdDataAlgo_t da;
     cudnnConvolutionBwdFilterAlgo_t wa;
+    model_cuda_conv_graph *gp;   /* IH_CUDNN_API=graph: the graph-API plans (the rest unused) */
 } conv_plan;
 
 struct model_cuda_net {
@@ -73,6 +78,7 @@ struct model_cuda_net {
     cudaEvent_t xev;               /* joins xs into s (model_cuda_join_uploads) */
     double momentum, eps;
     model_precision prec;
+    int graph_api;                 /* IH_CUDNN_API=graph (conv_graph.h), read at create */
     cudaStream_t s;
     cudnnHandle_t dnn;
     cublasHandle_t blas;
@@ -386,8 +392,58 @@ static ih_err conv_set_batch(net *e, conv_plan *p, const model_layer *l, int n)
             }                                                                             \
     } while (0)
 
+/* beta of a conv's backward data / backward filter (1: accumulate into the gradient), one
+ * rule for both APIs, since the graph plans are built with it: dx accumulates where the
+ * graph says so; fp32 weight gradients accumulate into the fp32 gradients, while the bf16/fp16
+ * scratch and the stem's padded gradient are overwritten and added afterwards. */
+static int accum_data(const model_layer *l) { return l->accum[0] > 0; }
+static int accum_filter(const net *e, const model_layer *l) { return e->dt[l->in[0]] == F32 && l->in[0] != 0; }
+
+/* IH_CUDNN_API=graph: the layer's plans on the backend graph API at max_batch, on the buffers
+ * the step will use (their alignment is promised to cuDNN). Grows *ws_need. */
+static ih_err conv_graph_plan(net *e, int li, size_t *ws_need)
+{
+    const model_layer *l = &e->g->layers[li];
+    const model_shape *xs = &e->g->tensors[l->in[0]], *ys = &e->g->tensors[l->out];
+    const int dt = e->dt[l->in[0]], padded = l->in[0] == 0, lp = dt != F32;
+    if (ys->h != (xs->h + 2 * l->pad - l->r) / l->stride + 1 || ys->w != (xs->w + 2 * l->pad - l->s) / l->stride + 1)
+        return ih_fail(IH_E_INTERNAL, "model cuda: conv layer %d: output %dx%d does not follow from its input",
+                       li, ys->h, ys->w);
+    char label[160];
+    snprintf(label, sizeof label, "conv layer %d (%dx%dx%d -> %d, %dx%d/%d, %s)", li, xs->h, xs->w,
+             padded ? e->cpad : xs->c, l->k, l->r, l->s, l->stride, dt_name(dt));
+    model_cuda_conv_graph_desc d;
+    memset(&d, 0, sizeof d);
+    d.n = e->max_batch;
+    d.h = xs->h;
+    d.w = xs->w;
+    d.c = padded ? e->cpad : xs->c;
+    d.k = l->k;
+    d.r = l->r;
+    d.s = l->s;
+    d.stride = l->stride;
+    d.pad = l->pad;
+    d.type = dnn_type(dt);
+    d.exact = e->prec == MODEL_PREC_FP32;
+    d.bwd_data = l->accum[0] >= 0;
+    d.beta_data = (float)accum_data(l);
+    d.beta_filter = (float)accum_filter(e, l);
+    d.xp = e->val[l->in[0]];
+    d.yp = e->val[l->out];
+    d.dxp = d.bwd_data ? e->grad[l->in[0]] : NULL;
+    d.dyp = e->grad[l->out];
+    d.wp = padded ? e->wpad : lp ? lp_at(e->params16, l->w_off) : (const void *)(e->params + l->w_off);
+    d.dwp = padded ? e->dwpad : lp ? lp_at(e->wgrad16, l->w_off) : (const void *)(e->grads + l->w_off);
+    d.label = label;
+    IH_TRY(model_cuda_conv_graph_create(&e->conv[li].gp, e->dnn, &d, WS_CAP));
+    size_t ws = model_cuda_conv_graph_workspace(e->conv[li].gp);
+    if (ws > *ws_need) *ws_need = ws;
+    return IH_OK;
+}
+
 static ih_err conv_plan_create(net *e, int li, size_t *ws_need)
 {
+    if (e->graph_api) return conv_graph_plan(e, li, ws_need);
     const model_graph *g = e->g;
     const model_layer *l = &g->layers[li];
     conv_plan *p = &e->conv[li];
@@ -585,6 +641,10 @@ static ih_err set_batch(net *e, int n)
         const model_layer *l = &g->layers[i];
         if (l->op != MODEL_OP_CONV) continue;
         conv_plan *p = &e->conv[i];
+        if (p->gp) { /* plans for n within the workspace we have (cached per batch size) */
+            IH_TRY(model_cuda_conv_graph_set_batch(p->gp, n, e->ws_bytes));
+            continue;
+        }
         IH_TRY(conv_set_batch(e, p, l, n));
         size_t a = 0, b = 0, c = 0;
         IH_CUDNN(cudnnGetConvolutionForwardWorkspaceSize(e->dnn, p->x, p->w, p->cf, p->y, p->fa, &a));
@@ -622,6 +682,9 @@ void model_cuda_net_destroy(net *e)
                     e->d_loss, e->d_hit, e->mom, e->tiles, e->d_skip};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) cudaFree(bufs[i]);
+    /* after cudaFree, which waits for the device: no queued kernel still uses a plan */
+    if (e->conv)
+        for (int i = 0; i < e->g->nlayers; i++) model_cuda_conv_graph_destroy(e->conv[i].gp);
     for (int v = 0; v < 2; v++) {
         if (e->graph[v]) cudaGraphExecDestroy(e->graph[v]);
         if (e->pt_ev[v])
@@ -707,6 +770,7 @@ static ih_err create_inner(net *e)
     const model_graph *g = e->g;
     int nt = g->ntensors, nl = g->nlayers, B = e->max_batch;
     int dev = 0;
+    IH_TRY(model_cuda_conv_api_from_env(&e->graph_api));
     IH_CUDA(cudaGetDevice(&dev));
     e->dev = dev;
     IH_CUDA(cudaDeviceGetAttribute(&e->sms, cudaDevAttrMultiProcessorCount, dev));
@@ -845,7 +909,7 @@ static ih_err create_inner(net *e)
     for (int i = 0; i < nl; i++)
         if (g->layers[i].op == MODEL_OP_CONV) IH_TRY(conv_plan_create(e, i, &ws));
     const char *fenv = getenv("IH_CUDNN_FIND");
-    if (cdt != F32 && !(fenv && !strcmp(fenv, "0"))) {
+    if (cdt != F32 && !e->graph_api && !(fenv && !strcmp(fenv, "0"))) {
         /* measure at create (seconds for ResNet-50); IH_CUDNN_FIND=0 keeps the heuristics */
         size_t cap = WS_CAP, fws = 0;
         void *tmp = NULL;
@@ -870,8 +934,8 @@ static ih_err create_inner(net *e)
     e->cur_n = B;
     IH_CUDA(cudaStreamSynchronize(e->s));
     IH_INFO(IH_LOG_MODEL, "model cuda: %s, %.1f MiB of activations+gradients for batch %d, "
-            "cuDNN workspace %.1f MiB", cdt != F32 ? dt_name(cdt) : "fp32 (exact)",
-            total / 1048576.0, B, ws / 1048576.0);
+            "cuDNN %s API, workspace %.1f MiB", cdt != F32 ? dt_name(cdt) : "fp32 (exact)",
+            total / 1048576.0, B, e->graph_api ? "graph" : "legacy", ws / 1048576.0);
     return IH_OK;
 }
 
@@ -1204,6 +1268,35 @@ static ih_err put_input(net *e, const uint8_t *images, const int32_t *labels, in
     return IH_OK;
 }
 
+/* The three convolution directions on the API chosen at create; alpha 1, beta from
+ * accum_data/accum_filter (baked into the graph plans). Queued on s; may be captured. */
+static ih_err conv_fwd(net *e, conv_plan *p, const void *x, const void *w, void *y)
+{
+    static const float one = 1.0f, zero = 0.0f;
+    if (p->gp) return model_cuda_conv_graph_fwd(p->gp, x, w, y, e->ws);
+    IH_CUDNN(cudnnConvolutionForward(e->dnn, &one, p->x, x, p->w, w, p->cf, p->fa, e->ws, e->ws_bytes, &zero,
+                                     p->y, y));
+    return IH_OK;
+}
+
+static ih_err conv_bwd_data(net *e, conv_plan *p, const model_layer *l, const void *w, const void *dy, void *dx)
+{
+    static const float one = 1.0f, zero = 0.0f;
+    if (p->gp) return model_cuda_conv_graph_bwd_data(p->gp, dy, w, dx, e->ws);
+    IH_CUDNN(cudnnConvolutionBackwardData(e->dnn, &one, p->w, w, p->y, dy, p->cd, p->da, e->ws, e->ws_bytes,
+                                          accum_data(l) ? &one : &zero, p->x, dx));
+    return IH_OK;
+}
+
+static ih_err conv_bwd_filter(net *e, conv_plan *p, const model_layer *l, const void *x, const void *dy, void *dw)
+{
+    static const float one = 1.0f, zero = 0.0f;
+    if (p->gp) return model_cuda_conv_graph_bwd_filter(p->gp, x, dy, dw, e->ws);
+    IH_CUDNN(cudnnConvolutionBackwardFilter(e->dnn, &one, p->x, x, p->y, dy, p->cw, p->wa, e->ws, e->ws_bytes,
+                                            accum_filter(e, l) ? &one : &zero, p->w, dw));
+    return IH_OK;
+}
+
 /* Forward from d_img (put_input first). No host synchronisation: may be captured. */
 static ih_err forward(net *e, int n, int train)
 {
@@ -1237,8 +1330,7 @@ static ih_err forward(net *e, int n, int train)
             const void *w = l->in[0] == 0 ? (const void *)e->wpad
                             : tx != F32   ? (const void *)lp_at(e->params16, l->w_off)
                                           : (const void *)(e->params + l->w_off);
-            IH_CUDNN(cudnnConvolutionForward(e->dnn, &one, p->x, e->val[l->in[0]], p->w, w, p->cf,
-                                             p->fa, e->ws, e->ws_bytes, &zero, p->y, e->val[l->out]));
+            IH_TRY(conv_fwd(e, p, e->val[l->in[0]], w, e->val[l->out]));
             break;
         }
         case MODEL_OP_BN:
@@ -1306,10 +1398,7 @@ static ih_err backward(net *e, int n, int to_host)
             void *dw = padded ? e->dwpad
                        : b16  ? lp_at(e->wgrad16, l->w_off)
                               : (void *)(e->grads + l->w_off);
-            IH_CUDNN(cudnnConvolutionBackwardFilter(e->dnn, &one, p->x, e->val[l->in[0]], p->y,
-                                                    e->grad[l->out], p->cw, p->wa, e->ws,
-                                                    e->ws_bytes, b16 || padded ? &zero : &one,
-                                                    p->w, dw));
+            IH_TRY(conv_bwd_filter(e, p, l, e->val[l->in[0]], e->grad[l->out], dw));
             /* parameter gradients are stored unscaled: x 1/ls (fp16 loss scaling; else 1) */
             const float gs = (float)(1.0 / e->ls);
             if (padded) {
@@ -1323,10 +1412,7 @@ static ih_err backward(net *e, int n, int to_host)
             if (l->accum[0] >= 0) {
                 const void *w = b16 ? (const void *)lp_at(e->params16, l->w_off)
                                     : (const void *)(e->params + l->w_off);
-                IH_CUDNN(cudnnConvolutionBackwardData(e->dnn, &one, p->w, w, p->y, e->grad[l->out],
-                                                      p->cd, p->da, e->ws, e->ws_bytes,
-                                                      l->accum[0] > 0 ? &one : &zero, p->x,
-                                                      e->grad[l->in[0]]));
+                IH_TRY(conv_bwd_data(e, p, l, w, e->grad[l->out], e->grad[l->in[0]]));
             }
             break;
         }

@@ -1,0 +1,92 @@
+/* model/cuda/conv_graph.h — one convolution layer's three directions (forward, backward data,
+ * backward filter) on cuDNN's backend graph API (cudnnBackend* descriptors), the alternative
+ * to net.cu's legacy cudnnConvolution* calls that IH_CUDNN_API=graph selects. C11; plain C
+ * over cuDNN, so the file is compiled by the C compiler.
+ *
+ * Layouts as in net.cu: x, y and their gradients NHWC, filters KRSC (cuDNN's NHWC filter),
+ * fp32 accumulation, one data type for every tensor of the layer. alpha is 1; beta (0: the
+ * output is overwritten, 1: the result is added to it) is part of the operation the plan was
+ * built for, so it is fixed per object, as net.cu's call sites fix it per layer.
+ * Engine choice (conv_graph.c's header): heuristics mode A, then the fallback mode, engine
+ * configs in their order, the first that finalizes within the workspace cap and passes the
+ * numerical-note rule: fp32 exact mode only deterministic engines without tensor-core or
+ * down-converting notes; the other modes deterministic ones first. No engine: IH_E_CUDA.
+ * Threads: one thread uses an object (the executor's). Planning blocks (host work, maybe
+ * runtime compilation); the run functions only queue work on the handle's stream and are
+ * legal inside CUDA stream capture, provided they already ran once on the same pointers
+ * (the first call per pointer set builds a host-side variant pack).
+ */
+#ifndef MODEL_CUDA_CONV_GRAPH_H
+#define MODEL_CUDA_CONV_GRAPH_H
+
+#include <stddef.h>
+
+#include <cudnn.h>
+
+#include "core/err.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct model_cuda_conv_graph model_cuda_conv_graph;
+
+/* A layer to plan. Pointers are only read for their alignment, which the plans promise to
+ * cuDNN; the run functions check that the pointers they get keep it. */
+typedef struct {
+    int n, h, w, c;        /* input x, NHWC, at the batch to plan (c: stored channels, e.g.
+                              the stem's padded count) */
+    int k, r, s;           /* filters: k x r x s x c */
+    int stride, pad;       /* the same in both spatial dimensions; dilation 1 */
+    cudnnDataType_t type;  /* x, w, y, dx, dy, dw */
+    int exact;             /* 1: fp32 exact mode (deterministic, no TF32 / down-conversion) */
+    int bwd_data;          /* 1: plan backward data too */
+    float beta_data;       /* 0 or 1, see the file header */
+    float beta_filter;
+    const void *xp, *wp, *yp, *dxp, *dyp, *dwp; /* x, w, y, dx, dy, dw; dxp may be NULL when
+                                                    !bwd_data */
+    const char *label;     /* the layer in logs and errors, e.g. "conv layer 3 (56x56x64 -> 64,
+                              3x3/1, bf16)"; copied */
+} model_cuda_conv_graph_desc;
+
+/* IH_CUDNN_API: unset, "" or "legacy" -> *graph = 0; "graph" -> 1; anything else IH_E_USAGE
+ * with a message naming the accepted values. Any thread; reads the environment. */
+ih_err model_cuda_conv_api_from_env(int *graph);
+
+/* Plans the directions for d->n images (at most ws_cap bytes of workspace each) and logs the
+ * engines at INFO. h: the handle the plans execute on, must outlive the object. *out owned by
+ * the caller until model_cuda_conv_graph_destroy. IH_E_CUDA naming the layer, the direction,
+ * the engine configs tried and cuDNN's last status when a direction has no engine or a call
+ * fails (nothing is leaked then); IH_E_USAGE for bad shapes; IH_E_SYS out of host memory. */
+ih_err model_cuda_conv_graph_create(model_cuda_conv_graph **out, cudnnHandle_t h,
+                                    const model_cuda_conv_graph_desc *d, size_t ws_cap);
+
+/* Makes the plans for n images current: plans them like create on the first use of n (with
+ * at most ws_cap bytes of workspace), reuses them afterwards. Plans of other batch sizes are
+ * kept until destroy, because a captured CUDA graph may still launch their kernels. Host work;
+ * call outside stream capture. Errors as create. */
+ih_err model_cuda_conv_graph_set_batch(model_cuda_conv_graph *g, int n, size_t ws_cap);
+
+/* The largest workspace, bytes, of the current plans. */
+size_t model_cuda_conv_graph_workspace(const model_cuda_conv_graph *g);
+
+/* Queue one direction on the handle's stream at the current batch; ws must hold
+ * model_cuda_conv_graph_workspace bytes. y = conv(x, w); dx = beta_data dx + conv^T(dy, w);
+ * dw = beta_filter dw + sum over x (x) dy. Non-blocking. IH_E_CUDA when cuDNN fails,
+ * IH_E_INTERNAL for a pointer less aligned than planned or an unplanned direction. */
+ih_err model_cuda_conv_graph_fwd(model_cuda_conv_graph *g, const void *x, const void *w, void *y,
+                                 void *ws);
+ih_err model_cuda_conv_graph_bwd_data(model_cuda_conv_graph *g, const void *dy, const void *w,
+                                      void *dx, void *ws);
+ih_err model_cuda_conv_graph_bwd_filter(model_cuda_conv_graph *g, const void *x, const void *dy,
+                                        void *dw, void *ws);
+
+/* Frees every descriptor; NULL is a no-op. The caller makes sure no queued work still uses
+ * the plans (net.cu destroys after the device buffers' cudaFree, which synchronises). */
+void model_cuda_conv_graph_destroy(model_cuda_conv_graph *g);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
