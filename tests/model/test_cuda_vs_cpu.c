@@ -34,7 +34,8 @@
  *     shows up amplified with depth: measured on an H100/H200, resnet8 max 0.20 (L = 0.3),
  *     slim resnet18 max 0.64 in its first layers (L = 0.8); a wrong tensor, layout or missed
  *     accumulation gives >= 1.
- * Prints "MAXREL <prec> <max over tensors of max|a-b|/scale>" for scripts/gpu_check.sh.
+ * Prints "MAXREL <prec> <max over tensors of max|a-b|/scale>" for scripts/gpu_check.sh
+ * ("<prec>_graph" under IH_CUDNN_API=graph, the convolutions on cuDNN's backend graph API).
  *   fp16 (10 bits of mantissa, dynamic loss scaling: backward on activation gradients times
  *     a power of two, parameter gradients divided back; set to 2^10 here so the one step cannot
  *     overflow): the bf16 bounds, which its 8x finer rounding meets with room; a loss scale
@@ -256,6 +257,7 @@ int main(int argc, char **argv)
         run("resnet50", 4, 128, 10, 4);
         run("resnet50", 8, 128, 10, 4);
     }
-    printf("MAXREL %s %.3e\n", prec_name(), g_maxrel);
+    const char *api = getenv("IH_CUDNN_API"); /* the graph-API runs report apart (gpu_check.sh) */
+    printf("MAXREL %s%s %.3e\n", prec_name(), api && !strcmp(api, "graph") ? "_graph" : "", g_maxrel);
     return ih_test_result();
 }
