@@ -22,7 +22,8 @@
  * built on the first call with a pointer set and reused while the pointers stay (net.cu's
  * buffers are fixed at create); cudnnBackendExecute then only launches kernels on the handle's
  * stream with our workspace, no allocation or synchronisation, so it can be captured into a
- * CUDA graph (PyTorch captures its graph-API convolutions the same way). Engines that compile
+ * CUDA graph (PyTorch's convolutions run on this API and are captured in CUDA graphs; our
+ * test_cuda_conv_graph replays a capture). Engines that compile
  * at run time do so when their plan is finalized, which net.cu does at create or in set_batch,
  * both outside capture.
  */
@@ -157,24 +158,29 @@ static ih_err set_conv(cudnnBackendDescriptor_t c, int stride, int pad)
 }
 
 /* The engine behind an engine config: global index, determinism, whether the note rule of
- * the file header admits it, and whether it compiles at run time (logged). */
-static ih_err engine_of(cudnnBackendDescriptor_t cfg, int exact, engine_info *out)
+ * the file header admits it, and whether it compiles at run time (logged). A config whose
+ * notes cannot be read is refused (the caller counts it), since the rule cannot be checked. */
+static cudnnStatus_t engine_of(cudnnBackendDescriptor_t cfg, int exact, engine_info *out)
 {
     cudnnBackendDescriptor_t eng = NULL;
     cudnnBackendNumericalNote_t nn[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
     cudnnBackendBehaviorNote_t bn[CUDNN_BEHAVIOR_NOTE_TYPE_COUNT];
     int64_t got = 0, nnum = 0, nbeh = 0;
-    ih_err err = IH_OK;
     memset(out, 0, sizeof *out);
-    IH_CUDNN(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR, &eng));
-    IH_CUDNN_GOTO(cudnnBackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                           1, &got, &eng), err, out);
-    IH_CUDNN_GOTO(cudnnBackendGetAttribute(eng, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &got,
-                                           &out->index), err, out);
-    IH_CUDNN_GOTO(cudnnBackendGetAttribute(eng, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
-                                           CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &nnum, nn), err, out);
-    IH_CUDNN_GOTO(cudnnBackendGetAttribute(eng, CUDNN_ATTR_ENGINE_BEHAVIOR_NOTE, CUDNN_TYPE_BEHAVIOR_NOTE,
-                                           CUDNN_BEHAVIOR_NOTE_TYPE_COUNT, &nbeh, bn), err, out);
+    cudnnStatus_t st = cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR, &eng);
+    if (st != CUDNN_STATUS_SUCCESS) return st;
+    st = cudnnBackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &got, &eng);
+    if (st == CUDNN_STATUS_SUCCESS)
+        st = cudnnBackendGetAttribute(eng, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &got, &out->index);
+    if (st == CUDNN_STATUS_SUCCESS)
+        st = cudnnBackendGetAttribute(eng, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
+                                      CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &nnum, nn);
+    if (st == CUDNN_STATUS_SUCCESS)
+        st = cudnnBackendGetAttribute(eng, CUDNN_ATTR_ENGINE_BEHAVIOR_NOTE, CUDNN_TYPE_BEHAVIOR_NOTE,
+                                      CUDNN_BEHAVIOR_NOTE_TYPE_COUNT, &nbeh, bn);
+    /* a destroy failure is not actionable */
+    (void)cudnnBackendDestroyDescriptor(eng);
+    if (st != CUDNN_STATUS_SUCCESS) return st;
     out->det = 1;
     out->allowed = 1;
     for (int64_t i = 0; i < nnum && i < CUDNN_NUMERICAL_NOTE_TYPE_COUNT; i++) {
@@ -193,10 +199,7 @@ static ih_err engine_of(cudnnBackendDescriptor_t cfg, int exact, engine_info *ou
     }
     for (int64_t i = 0; i < nbeh && i < CUDNN_BEHAVIOR_NOTE_TYPE_COUNT; i++)
         if (bn[i] == CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION) out->rtc = 1;
-out:
-    /* a destroy failure is not actionable; the first error, if any, is already reported */
-    (void)cudnnBackendDestroyDescriptor(eng);
-    return err;
+    return CUDNN_STATUS_SUCCESS;
 }
 
 /* "k13=2 k2=5" from the config's knob choices, for the log; a read failure only degrades the
@@ -300,7 +303,8 @@ static ih_err pick_engine(model_cuda_conv_graph *g, dir_plan *p, size_t cap, sea
         if (got > cnt) got = cnt;
         s->cfgs += (int)got;
         for (int64_t i = 0; i < got; i++) {
-            IH_TRY_GOTO(engine_of(cfg[i], g->d.exact, &inf[i]), err, next);
+            cudnnStatus_t est = engine_of(cfg[i], g->d.exact, &inf[i]);
+            if (est != CUDNN_STATUS_SUCCESS) note_refusal(s, est);
             s->refused += !inf[i].allowed;
         }
         /* pass 0: deterministic engines; pass 1 (not in exact mode, where a nondeterministic
@@ -370,8 +374,8 @@ static ih_err plan_dir(model_cuda_conv_graph *g, int dir, int n, size_t cap, dir
     IH_CUDNN(cudnnBackendCreateDescriptor(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &p->keep[K_GRAPH]));
     IH_CUDNN(cudnnBackendSetAttribute(p->keep[K_GRAPH], CUDNN_ATTR_OPERATIONGRAPH_OPS,
                                       CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &op));
-    /* deprecated in late 9.x in favour of device properties, required by the 9.x releases
-     * PyTorch's wheels ship; still accepted */
+    /* this and the plan's handle attribute are deprecated in late 9.x in favour of device
+     * properties, but the 9.x releases in PyTorch's wheels (gpu_check.sh's cuDNN) need them */
     IH_CUDNN(cudnnBackendSetAttribute(p->keep[K_GRAPH], CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE,
                                       1, &g->h));
     IH_CUDNN(cudnnBackendFinalize(p->keep[K_GRAPH]));
@@ -381,10 +385,10 @@ static ih_err plan_dir(model_cuda_conv_graph *g, int dir, int n, size_t cap, dir
     IH_TRY(pick_engine(g, p, cap, &s));
     if (!p->plan)
         return ih_fail(IH_E_CUDA, "no engine finalizes: %d engine configs from the heuristics (mode A, then "
-                       "fallback), %d refused by their numerical notes%s, %d tried, %d over the %zu-byte "
+                       "fallback), %d refused by their numerical notes (or unreadable notes)%s, %d tried, %d over the %zu-byte "
                        "workspace cap; last cuDNN status %s%s%s", s.cfgs, s.refused,
                        d->exact ? " (fp32 exact: deterministic, no tensor cores / TF32)" : "", s.tried, s.big,
-                       cap, s.cfgs || s.tried ? cudnnGetErrorString(s.last) : "none (no engine config)",
+                       cap, s.last != CUDNN_STATUS_SUCCESS ? cudnnGetErrorString(s.last) : "none",
                        s.msg[0] ? ": " : "", s.msg);
     return IH_OK;
 }
