@@ -756,9 +756,12 @@ static ih_err ready_points(net *e)
     if (e->npts == 0 || hi != 0)
         return ih_fail(IH_E_INTERNAL, "model cuda: the parameter layers cover [%zu, %zu), not the "
                        "whole gradient buffer", hi, g->nparams);
+    /* Blocking sync: the stepping thread waits for these through all of backward (the larger
+     * part of a step); spinning would take a core from the decode threads, one per GPU, for a
+     * gain of a wake-up (microseconds) on a bucket hand-over that then takes milliseconds. */
     for (int v = 0; v < 2; v++)
         for (int j = 0; j < e->npts; j++)
-            IH_CUDA(cudaEventCreateWithFlags(&e->pt_ev[v][j], cudaEventDisableTiming));
+            IH_CUDA(cudaEventCreateWithFlags(&e->pt_ev[v][j], cudaEventDisableTiming | cudaEventBlockingSync));
     IH_CUDA(cudaStreamCreateWithFlags(&e->gs, cudaStreamNonBlocking));
     IH_CUDA(cudaEventCreateWithFlags(&e->gfork, cudaEventDisableTiming));
     IH_CUDA(cudaEventCreateWithFlags(&e->gjoin, cudaEventDisableTiming));
