@@ -2,6 +2,9 @@
  * nccl_intra.h). Compiled only with IH_WITH_NCCL. Every CUDA and NCCL call is checked through
  * core/cuda_check.h; the first failure is sticky and the communicator is aborted at destroy.
  *
+ * The pinned staging is registered with the cross-node sub-communicator (comm_ctx_register), so
+ * on the ib fabric the shard's allreduce moves it without copies.
+ *
  * The unique id travels over the node's sub-communicator (a broadcast from local rank 0),
  * not through the store: the sub-communicator is already connected, its wait has the job's
  * timeout, and a failure there goes through the job's failure protocol like any other.
@@ -29,6 +32,7 @@ typedef struct {
     int64_t timeout_ms;
     float *pinned;   /* cap floats: this rank's part and the tail, on the host */
     size_t cap;
+    comm_ctx *inter; /* pinned is registered on it (zero-copy on ib) while non-NULL */
     ih_err err;      /* sticky first error */
     char errmsg[1024];
 } nccl_intra;
@@ -161,6 +165,7 @@ static void nccl_destroy(comm_intra *xi)
             else ncclCommAbort(x->nc);
         }
     }
+    if (x->inter) comm_ctx_unregister(x->inter, x->pinned);
     if (x->pinned) cudaFreeHost(x->pinned);
     free(x);
 }
@@ -193,6 +198,10 @@ ih_err comm_nccl_intra_create(comm_intra **out, comm_hier *h, size_t max_elems)
     x->timeout_ms = comm_ctx_timeout_ms(ic);
     x->cap = max_elems / (size_t)x->L + (size_t)x->L;
     IH_CUDA_GOTO(cudaMallocHost((void **)&x->pinned, x->cap * sizeof(float)), e, fail);
+    /* The cross-node allreduce runs on the staging: registered once here, so on the ib fabric
+     * peers write it directly (no staging copy inside the fabric either). */
+    IH_TRY_GOTO(comm_ctx_register(comm_hier_inter_comm(h), x->pinned, x->cap * sizeof(float)), e, fail);
+    x->inter = comm_hier_inter_comm(h);
 
     id_msg m;
     memset(&m, 0, sizeof m);
