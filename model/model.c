@@ -311,7 +311,8 @@ ih_err model_device_grads(model_net *m, model_dev_grads *out)
 {
     memset(out, 0, sizeof *out);
 #if IH_WITH_CUDA
-    if (m->cu) return model_cuda_device_view(m->cu, &out->grads, &out->stream, &out->device, &out->devices);
+    if (m->cu)
+        return model_cuda_device_view(m->cu, &out->grads, &out->stream, &out->device, &out->devices, out->uuid);
 #endif
     return ih_fail(IH_E_USAGE, "model %s: the CPU backend has no device gradients", m->cfg.arch);
 }
@@ -319,6 +320,8 @@ ih_err model_device_grads(model_net *m, model_dev_grads *out)
 ih_err model_upload_grads(model_net *m, size_t lo, size_t hi)
 {
 #if IH_WITH_CUDA
+    if (m->cu && !m->grad_host) /* the host view is not this step's: it would overwrite the device's */
+        return ih_fail(IH_E_USAGE, "model %s: model_upload_grads without model_set_grad_host on", m->cfg.arch);
     if (m->cu) return model_cuda_upload_grads(m->cu, lo, hi);
 #endif
     (void)m;
@@ -331,6 +334,8 @@ ih_err model_grads_uploaded(model_net *m)
 {
 #if IH_WITH_CUDA
     if (m->cu) {
+        if (!m->grad_host)
+            return ih_fail(IH_E_USAGE, "model %s: model_grads_uploaded without model_set_grad_host on", m->cfg.arch);
         IH_TRY(model_cuda_join_uploads(m->cu));
         m->dev_stale_grads = 0;  /* the uploads carried the host view's writes */
         m->host_stale_grads = 0; /* and the device holds what the host view does */

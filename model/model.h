@@ -142,6 +142,7 @@ typedef struct {
     void *stream;  /* a cudaStream_t of the net's device, owned by the net (created on first use) */
     int device;    /* the net's CUDA device ordinal */
     int devices;   /* CUDA devices this process sees */
+    unsigned char uuid[16]; /* the GPU's UUID: equal in two processes iff they share the GPU */
 } model_dev_grads;
 /* Fills *out and makes the net's device current for the calling thread. IH_E_USAGE on the CPU
  * backend (out zeroed); IH_E_CUDA. */

@@ -65,14 +65,22 @@ static inline long read_file(const char *path, unsigned char **buf)
     return n;
 }
 
-/* A TCP port for a test's rendezvous store: below the kernel's ephemeral range (32768+ on
- * Linux, where outgoing connections of parallel tests take their local ports), spread by pid
+/* A TCP port for a test's rendezvous store: below the kernel's ephemeral range (read from
+ * /proc; 32768+ by default: outgoing connections of parallel tests take their local ports
+ * there), spread by pid
  * and attempt, and bindable on 127.0.0.1 right now. A later bind can still lose a race, so a
  * test that starts a store on it retries with attempt+1 when it sees "Address already in use". */
 static inline int free_port(int attempt)
 {
+    int eph = 32768; /* the kernel's default ephemeral range starts here */
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f) {
+        if (fscanf(f, "%d", &eph) != 1) eph = 32768;
+        fclose(f);
+    }
+    const unsigned lo = eph > 12000 ? 10000u : 1100u, span = (unsigned)eph > lo + 1000 ? (unsigned)eph - lo : 1000u;
     for (int i = 0; i < 64; i++) {
-        int port = 20000 + (int)(((unsigned)getpid() * 7919u + (unsigned)(attempt * 64 + i) * 104729u) % 12000u);
+        int port = (int)(lo + ((unsigned)getpid() * 7919u + (unsigned)(attempt * 64 + i) * 104729u) % span);
         int fd = socket(AF_INET, SOCK_STREAM, 0);
         if (fd < 0) return port;
         struct sockaddr_in a;
@@ -84,7 +92,7 @@ static inline int free_port(int attempt)
         close(fd);
         if (ok) return port;
     }
-    return 20000 + (int)((unsigned)getpid() % 12000u);
+    return (int)(lo + (unsigned)getpid() % span);
 }
 
 static inline const char *bin_dir(void)

@@ -114,6 +114,8 @@ static void *comm_main(void *arg)
             if (e == IH_OK && j->kind == JOB_BUCKET && d->o.upload) {
                 const size_t lo = (size_t)((float *)j->buf - d->grads);
                 e = model_upload_grads(d->m, lo, lo + j->count);
+                if (e) /* the others must not wait for this rank's next collective in vain */
+                    e = comm_ctx_abort(d->comm, e, "copying a reduced gradient bucket back to the GPU");
             }
         }
         double t1 = ih_now_s();
@@ -236,7 +238,7 @@ ih_err dp_create(dp_ctx **out, comm_ctx *comm, model_net *m, const dp_opts *o)
     d->last_t0 = calloc((size_t)d->nb, sizeof(double));
     d->last_t1 = calloc((size_t)d->nb, sizeof(double));
     if (!d->jobs || !d->last_t0 || !d->last_t1) { e = ih_fail(IH_E_SYS, "out of memory (dp jobs)"); goto fail; }
-    if (comm && d->nparams) {
+    if (comm && d->nparams && !o->intra) { /* with intra the fabric moves the intra's staging */
         IH_TRY_GOTO(comm_ctx_register(comm, d->grads, d->nparams * sizeof(float)), e, fail);
         d->grads_registered = 1;
     }

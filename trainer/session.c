@@ -84,17 +84,101 @@ model_precision session_precision(const ih_cfg *cfg)
                                              : MODEL_PREC_DEFAULT;
 }
 
+/* IH_DEBUG_INTRA_VIEW (test-only): the CPU intra-node half behind a stand-in "device" buffer
+ * of its own, so that the CPU tests see what NCCL would on a GPU. dp.c must hand it ranges of
+ * that buffer (anything else is an error here) at the bucket's offset: each phase copies the
+ * bucket in from the model's gradients at the offset it was given and back after the
+ * all-gather, so a wrong offset reduces the wrong range and changes the training. */
+typedef struct {
+    comm_intra base;
+    comm_intra *cpu;
+    float *host, *dev; /* model_grads, and the stand-in (n floats) */
+    size_t n;
+} view_intra;
+
+static ih_err view_range(view_intra *v, const float *buf, size_t n)
+{
+    if (buf < v->dev || buf > v->dev + v->n || n > (size_t)(v->dev + v->n - buf))
+        return ih_fail(IH_E_INTERNAL, "IH_DEBUG_INTRA_VIEW: a bucket of %zu floats at %p is not inside the "
+                       "device-side buffer [%p, +%zu): dp passed another buffer", n, (const void *)buf,
+                       (void *)v->dev, v->n);
+    return IH_OK;
+}
+
+static ih_err view_reduce_scatter(comm_intra *x, float *buf, size_t n, void *stream, float **shard, size_t *len)
+{
+    view_intra *v = (view_intra *)x;
+    IH_TRY(view_range(v, buf, n));
+    memcpy(buf, v->host + (buf - v->dev), n * sizeof(float));
+    return v->cpu->ops->reduce_scatter(v->cpu, buf, n, stream, shard, len);
+}
+
+static ih_err view_all_gather(comm_intra *x, float *buf, size_t n, void *stream)
+{
+    view_intra *v = (view_intra *)x;
+    IH_TRY(view_range(v, buf, n));
+    IH_TRY(v->cpu->ops->all_gather(v->cpu, buf, n, stream));
+    memcpy(v->host + (buf - v->dev), buf, n * sizeof(float));
+    return IH_OK;
+}
+
+static void view_destroy(comm_intra *x)
+{
+    view_intra *v = (view_intra *)x;
+    free(v->dev);
+    free(v);
+}
+
+static const comm_intra_ops view_ops = {
+    .name = "cpu (IH_DEBUG_INTRA_VIEW)",
+    .reduce_scatter = view_reduce_scatter,
+    .all_gather = view_all_gather,
+    .destroy = view_destroy,
+};
+
+#if IH_WITH_NCCL
+/* Whether this rank can join NCCL inside its node: *why empty if so. Collective over comm
+ * (one allreduce of every rank's node and GPU UUID, so ranks that share a GPU are found
+ * whatever each one's CUDA_VISIBLE_DEVICES is); every rank calls it, whatever its own state. */
+static ih_err nccl_verdict(session *s, comm_ctx *comm, const comm_topo *t, int forced, model_dev_grads *dg,
+                           char *why, size_t cap)
+{
+    const int k = s->world, me = s->rank, W = 17;
+    float *tab = calloc((size_t)k * W, sizeof(float));
+    if (!tab) return ih_fail(IH_E_SYS, "out of memory (GPU table)");
+    if (model_device_grads(s->m, dg) != IH_OK) {
+        snprintf(why, cap, "%s", ih_last_error());
+        tab[(size_t)me * W] = -1;
+    } else {
+        tab[(size_t)me * W] = (float)(t->node + 1);
+        for (int i = 0; i < 16; i++) tab[(size_t)me * W + 1 + i] = (float)dg->uuid[i];
+    }
+    ih_err e = comm_coll_allreduce(comm, tab, (size_t)k * W, COMM_ALGO_AUTO);
+    if (e) {
+        free(tab);
+        return e;
+    }
+    if (!why[0] && t->local_size < 2 && !forced) /* forced: single-rank communicators, e.g. on one GPU */
+        snprintf(why, cap, "one rank per node");
+    else if (!why[0] && !t->uniform)
+        snprintf(why, cap, "the nodes have different numbers of ranks (%s)", t->layout);
+    for (int j = 0; j < k && !why[0]; j++)
+        if (j != me && tab[(size_t)j * W] == tab[(size_t)me * W] &&
+            !memcmp(&tab[(size_t)j * W + 1], &tab[(size_t)me * W + 1], 16 * sizeof(float)))
+            snprintf(why, cap, "ranks %d and %d of node '%s' use the same GPU (NCCL needs one GPU per rank: "
+                     "as many GPUs as ranks per node)", me < j ? me : j, me < j ? j : me, t->node_name);
+    free(tab);
+    return IH_OK;
+}
+#endif
+
 /* --hier and --intra: the flat allreduce, the two-level one with the intra-node half on the
- * host, or with NCCL on the GPUs' gradients. Collective over comm when one is given, and every
- * rank takes the same branch: the config is the same everywhere, and whether NCCL can be used
- * is agreed by an allreduce of each rank's verdict.
- * Test-only: IH_DEBUG_INTRA_VIEW=1 routes the buckets through the device-side path of dp.c
- * with the CPU intra-node implementation on the host gradients (what NCCL would get on a GPU),
- * so the CPU tests cover that plumbing. */
-static ih_err open_allreduce(session *s, comm_ctx *comm, comm_hier_mode hm, int *use_dev)
+ * host, or with NCCL on the GPUs' gradients; fills o's hier/intra/dev_grads/stream. Collective
+ * over comm when one is given, and every rank takes the same branch: the config is the same
+ * everywhere, and whether NCCL can be used is agreed by an allreduce of each rank's verdict. */
+static ih_err open_allreduce(session *s, comm_ctx *comm, comm_hier_mode hm, dp_opts *o)
 {
     const ih_cfg *cfg = s->cfg;
-    *use_dev = 0;
     const int cuda = model_net_backend(s->m) == MODEL_BACKEND_CUDA;
     const int forced = !strcmp(cfg->intra, "nccl");
     if (forced && (!cuda || hm == COMM_HIER_OFF))
@@ -102,13 +186,21 @@ static ih_err open_allreduce(session *s, comm_ctx *comm, comm_hier_mode hm, int 
                        "--hier auto or on (this run: --backend %s, --hier %s)", cfg->backend, cfg->hier);
     if (!comm) return IH_OK;
     const char *dbg = getenv("IH_DEBUG_INTRA_VIEW");
-    const int view = dbg && !strcmp(dbg, "1") && !cuda;
-    if (view) {
+    if (dbg && !strcmp(dbg, "1") && !cuda) {
         IH_TRY(comm_hier_open(&s->hier, comm, hm, NULL));
-        if (s->hier) {
-            *use_dev = 1;
-            ih_print0("allreduce buckets: intra-node half through the device-side path (IH_DEBUG_INTRA_VIEW)\n");
+        if (!s->hier) return IH_OK;
+        view_intra *v = calloc(1, sizeof *v);
+        float *dev = calloc(model_num_params(s->m), sizeof(float));
+        if (!v || !dev) {
+            free(v);
+            free(dev);
+            return ih_fail(IH_E_SYS, "out of memory (IH_DEBUG_INTRA_VIEW)");
         }
+        *v = (view_intra){.base.ops = &view_ops, .cpu = comm_hier_cpu_intra(s->hier), .host = model_grads(s->m),
+                          .dev = dev, .n = model_num_params(s->m)};
+        s->intra = &v->base;
+        o->dev_grads = dev;
+        ih_print0("allreduce buckets: intra-node half through the device-side path (IH_DEBUG_INTRA_VIEW)\n");
         return IH_OK;
     }
     if (!cuda || hm == COMM_HIER_OFF || !strcmp(cfg->intra, "cpu")) return comm_hier_open(&s->hier, comm, hm, NULL);
@@ -118,14 +210,7 @@ static ih_err open_allreduce(session *s, comm_ctx *comm, comm_hier_mode hm, int 
     char why[700] = "";
 #if IH_WITH_NCCL
     model_dev_grads dg;
-    IH_TRY(model_device_grads(s->m, &dg));
-    if (t.local_size < 2 && !forced) /* forced: single-rank communicators, e.g. to test on one GPU */
-        snprintf(why, sizeof why, "one rank per node");
-    else if (!t.uniform)
-        snprintf(why, sizeof why, "the nodes have different numbers of ranks (%s)", t.layout);
-    else if (t.local_size > dg.devices)
-        snprintf(why, sizeof why, "node '%s' has %d ranks but this process sees %d GPU%s, and NCCL needs "
-                 "one GPU per rank", t.node_name, t.local_size, dg.devices, dg.devices == 1 ? "" : "s");
+    IH_TRY(nccl_verdict(s, comm, &t, forced, &dg, why, sizeof why));
 #else
     snprintf(why, sizeof why, "this build has no NCCL (configure where NCCL is installed: IH_WITH_NCCL)");
 #endif
@@ -140,7 +225,8 @@ static ih_err open_allreduce(session *s, comm_ctx *comm, comm_hier_mode hm, int 
 #if IH_WITH_NCCL
     IH_TRY(comm_hier_create(&s->hier, comm, &t));
     IH_TRY(comm_nccl_intra_create(&s->intra, s->hier, model_num_params(s->m)));
-    *use_dev = 1;
+    o->dev_grads = dg.grads;
+    o->stream = dg.stream;
     ih_print0("allreduce: two-level with NCCL inside each node (--intra %s: %s), %s across nodes\n", cfg->intra,
               t.layout, cfg->algo);
 #endif
@@ -210,22 +296,13 @@ ih_err session_open(session *s, ih_cfg *cfg, comm_ctx *comm)
     IH_TRY(comm_algo_parse(cfg->algo, &algo));
     comm_hier_mode hm = COMM_HIER_AUTO;
     IH_TRY(comm_hier_mode_parse(cfg->hier, &hm));
-    int use_dev = 0;
-    IH_TRY(open_allreduce(s, comm, hm, &use_dev));
     dp_opts dopt = {.image_bytes = (size_t)cfg->image_size * (size_t)cfg->image_size * 3,
                     .first_bucket_mb = cfg->first_bucket_mb, .bucket_mb = cfg->bucket_mb, .algo = algo,
-                    .record_trace = cfg->mode == IH_MODE_PROFILE, .hier = s->hier, .upload = !use_dev};
-    if (use_dev) {
-        dopt.intra = s->intra ? s->intra : comm_hier_cpu_intra(s->hier);
-        if (s->intra) {
-            model_dev_grads dg;
-            IH_TRY(model_device_grads(s->m, &dg));
-            dopt.dev_grads = dg.grads;
-            dopt.stream = dg.stream;
-        } else {
-            dopt.dev_grads = model_grads(s->m); /* IH_DEBUG_INTRA_VIEW on the CPU backend */
-        }
-    }
+                    .record_trace = cfg->mode == IH_MODE_PROFILE};
+    IH_TRY(open_allreduce(s, comm, hm, &dopt));
+    dopt.hier = s->hier;
+    dopt.intra = s->intra;
+    dopt.upload = !s->intra;
     IH_TRY(dp_create(&s->dp, comm, s->m, &dopt));
     /* With k > 1 and the allreduce on host memory, the CUDA backend copies each layer's
      * gradients to the host as backward completes them (model_set_grad_host); with one worker,

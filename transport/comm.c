@@ -187,6 +187,14 @@ static void name_stalled_root(comm_ctx *c, char *msg, size_t cap)
     }
 }
 
+ih_err comm_ctx_abort(comm_ctx *c, ih_err e, const char *op) { return comm_ctx_fail(c, e, op); }
+
+ih_err comm_ctx_status(const comm_ctx *c)
+{
+    if (c->err) return c->err;
+    return c->parent ? comm_ctx_status(c->parent) : IH_OK;
+}
+
 ih_err comm_ctx_fail(comm_ctx *c, ih_err e, const char *op)
 {
     if (c->parent) { /* a view (comm_ctx_split): the parent publishes, closes and names */

@@ -77,6 +77,14 @@ ih_err comm_ctx_register(comm_ctx *c, void *buf, size_t bytes);
  * flight. comm_ctx_destroy unregisters whatever is left. The ctx's thread only. */
 ih_err comm_ctx_unregister(comm_ctx *c, void *buf);
 
+/* A failure outside the collectives that the job cannot survive (a GPU copy of a bucket, a
+ * NCCL call): makes it c's sticky error through the failure protocol above, so every rank
+ * fails naming this one and `op`, instead of seeing it vanish. Returns the error with that
+ * message; after a failure already recorded, that one. The ctx's thread only. */
+ih_err comm_ctx_abort(comm_ctx *c, ih_err e, const char *op);
+/* The ctx's sticky error (its parent's for a view of comm_ctx_split), IH_OK while healthy. */
+ih_err comm_ctx_status(const comm_ctx *c);
+
 /* Cumulative bytes this rank's fabric moved, by path (all zero on tcp, which has one path).
  * Counted by the sender except rx_*. A message of at least `threshold` bytes is "large": the
  * receiver tells the sender where its bytes go (fabric_ib.h). */

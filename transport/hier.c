@@ -233,9 +233,14 @@ ih_err comm_hier_allreduce_with(comm_hier *h, comm_intra *x, float *buf, size_t 
     if (n == 0) return IH_OK;
     float *shard = NULL;
     size_t len = 0;
-    ih_err e = x->ops->reduce_scatter(x, buf, n, stream, &shard, &len);
-    if (!e) e = comm_coll_allreduce(h->inter, shard, len, inter);
-    if (!e) e = x->ops->all_gather(x, buf, n, stream);
+    ih_err e = IH_OK;
+    if (h->topo.nnodes == 1 && x->ops->allreduce) {
+        e = x->ops->allreduce(x, buf, n, stream);
+    } else {
+        e = x->ops->reduce_scatter(x, buf, n, stream, &shard, &len);
+        if (!e) e = comm_coll_allreduce(h->inter, shard, len, inter);
+        if (!e) e = x->ops->all_gather(x, buf, n, stream);
+    }
     if (e && !h->world->err) { /* not a fabric failure (NCCL, CUDA): tell the other nodes */
         char op[128];
         snprintf(op, sizeof op, "two-level allreduce (%s inside the node, %zu B)", x->ops->name,

@@ -78,6 +78,9 @@ typedef struct {
     /* Once *shard holds the sum across nodes: gathers every local rank's part into buf[0..n)
      * on every rank of the node. Blocks until buf holds the result. */
     ih_err (*all_gather)(comm_intra *x, float *buf, size_t n, void *stream);
+    /* Optional: buf[0..n) := the node's sum, in place; used instead of the two above when
+     * there is one node (no cross-node half, so no staging either). NULL: the two above. */
+    ih_err (*allreduce)(comm_intra *x, float *buf, size_t n, void *stream);
     /* Frees the implementation (NULL when it is owned by something else). */
     void (*destroy)(comm_intra *x);
 } comm_intra_ops;

@@ -102,6 +102,13 @@ int comm_launch_local(int nproc, char *const argv[], const comm_launch_opts *opt
      * rendezvous store serves on it (IH_STORE_FD, store.h). Closing it and letting rank 0 bind
      * the number again left a window in which an outgoing connection of any process on the
      * machine could take the port as its local port ("Address already in use"). */
+    /* A socket handed to this process by an outer launcher (it is rank 0 of that job) is not
+     * for our ranks: IH_STORE_FD is dropped from their environment, and the descriptor is
+     * closed at their exec. */
+    const char *inh = getenv("IH_STORE_FD");
+    char *inh_end = NULL;
+    const long inh_fd = inh && *inh ? strtol(inh, &inh_end, 10) : -1;
+    if (inh_fd > 2 && inh_fd < 1 << 20 && !*inh_end) (void)fcntl((int)inh_fd, F_SETFD, FD_CLOEXEC);
     int port = o.master_port, store_fd = -1;
     if (!port && comm_sock_listen(&store_fd, addr, 0, 1024, 0, &port) != IH_OK) {
         fprintf(stderr, "launch: cannot find a free port on %s: %s\n", addr, ih_last_error());

@@ -33,6 +33,7 @@ typedef struct {
     float *pinned;   /* cap floats: this rank's part and the tail, on the host */
     size_t cap;
     comm_ctx *inter; /* pinned is registered on it (zero-copy on ib) while non-NULL */
+    comm_ctx *ic;    /* the node's communicator: its failure means the peers may be gone */
     ih_err err;      /* sticky first error */
     char errmsg[1024];
 } nccl_intra;
@@ -150,13 +151,29 @@ fail:
     return sticky(x, e);
 }
 
+/* One node, no cross-node half: the node's sum in place on the device, no staging. */
+static ih_err nccl_allreduce(comm_intra *xi, float *buf, size_t n, void *stream)
+{
+    nccl_intra *x = (nccl_intra *)xi;
+    cudaStream_t s = (cudaStream_t)stream;
+    if (x->err) return ih_fail(x->err, "%s", x->errmsg);
+    ih_err e = IH_OK;
+    IH_NCCL_GOTO(ncclAllReduce(buf, buf, n, ncclFloat, ncclSum, x->nc, s), x->nc, e, fail);
+    IH_TRY_GOTO(settle(x, "ncclAllReduce"), e, fail);
+    IH_TRY_GOTO(stream_done(x, s, "ncclAllReduce"), e, fail);
+    return IH_OK;
+fail:
+    return sticky(x, e);
+}
+
 static void nccl_destroy(comm_intra *xi)
 {
     nccl_intra *x = (nccl_intra *)xi;
     if (x->nc) {
-        /* Finalize is collective over the node; after a failure the peers may be gone: abort. */
+        /* Finalize is collective over the node; after a failure (ours, or the job's) the peers
+         * may be gone and would never join it: abort. */
         int clean = 0;
-        if (!x->err) {
+        if (!x->err && (!x->ic || comm_ctx_status(x->ic) == IH_OK)) {
             ncclResult_t r = ncclCommFinalize(x->nc);
             clean = (r == ncclSuccess || r == ncclInProgress) && settle(x, "ncclCommFinalize") == IH_OK;
         }
@@ -174,6 +191,7 @@ static const comm_intra_ops nccl_ops = {
     .name = "nccl",
     .reduce_scatter = nccl_reduce_scatter,
     .all_gather = nccl_all_gather,
+    .allreduce = nccl_allreduce,
     .destroy = nccl_destroy,
 };
 
@@ -196,6 +214,7 @@ ih_err comm_nccl_intra_create(comm_intra **out, comm_hier *h, size_t max_elems)
     x->l = t->local_rank;
     snprintf(x->node, sizeof x->node, "%s", t->node_name);
     x->timeout_ms = comm_ctx_timeout_ms(ic);
+    x->ic = ic;
     x->cap = max_elems / (size_t)x->L + (size_t)x->L;
     IH_CUDA_GOTO(cudaMallocHost((void **)&x->pinned, x->cap * sizeof(float)), e, fail);
     /* The cross-node allreduce runs on the staging: registered once here, so on the ib fabric

@@ -9,6 +9,8 @@
  * every rank by ncclAllReduce; part and tail are copied to pinned host staging, allreduced
  * across nodes by our collectives (every cross-node group carries the tail, the same bits in
  * each), copied back, and ncclAllGather completes buf. Same bits on every rank of the job.
+ * With one node there is no cross-node half: one in-place ncclAllReduce, no staging.
+ * The staging is registered with the cross-node communicator (zero-copy on ib).
  *
  * NCCL calls on a stuck peer never return by themselves: the communicator is non-blocking,
  * and every wait polls the stream and ncclCommGetAsyncError with the world ctx's timeout, then

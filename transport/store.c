@@ -166,18 +166,20 @@ static void *server_main(void *arg)
 }
 
 /* The listening socket a launcher bound for us (IH_STORE_FD, store.h), if it is one and on
- * `port`; taken once per process. Else -1, and the caller binds. */
+ * `port` (which must be given); taken once per process. Else -1, and the caller binds. A
+ * descriptor that is refused is made close-on-exec, so it does not travel further. */
 static int inherited_listener(int port)
 {
     static atomic_int taken;
     const char *v = getenv("IH_STORE_FD");
-    if (!v || !*v || atomic_exchange(&taken, 1)) return -1;
+    if (!v || !*v || port <= 0 || atomic_exchange(&taken, 1)) return -1;
     char *end = NULL;
     long fd = strtol(v, &end, 10);
-    if (*end || fd < 0 || fd > 1 << 20) {
+    if (*end || fd < 3 || fd > 1 << 20) {
         IH_WARN("IH_STORE_FD='%s' is not a file descriptor; binding port %d instead", v, port);
         return -1;
     }
+    (void)fcntl((int)fd, F_SETFD, FD_CLOEXEC); /* ours now, or refused: not for our children */
     int acc = 0;
     socklen_t al = sizeof acc;
     struct sockaddr_storage ss;
@@ -189,12 +191,11 @@ static int inherited_listener(int port)
     }
     const int bound = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                                      : ((struct sockaddr_in *)&ss)->sin_port);
-    if (port && bound != port) {
+    if (bound != port) {
         IH_WARN("IH_STORE_FD=%ld listens on port %d, not MASTER_PORT %d; binding %d instead", fd, bound, port, port);
         return -1;
     }
-    (void)fcntl((int)fd, F_SETFD, FD_CLOEXEC); /* ours now: not for our children */
-    (void)listen((int)fd, 1024);              /* the launcher's backlog may be smaller */
+    (void)listen((int)fd, 1024); /* the launcher's backlog may be smaller */
     return (int)fd;
 }
 

@@ -1043,11 +1043,15 @@ ih_err model_cuda_get_params(net *e, float *params)
 
 float *model_cuda_host_grads(net *e) { return e->h_grads; }
 
-ih_err model_cuda_device_view(net *e, float **grads, void **stream, int *device, int *devices)
+ih_err model_cuda_device_view(net *e, float **grads, void **stream, int *device, int *devices,
+                              unsigned char uuid[16])
 {
     IH_CUDA(cudaSetDevice(e->dev));
     int n = 0;
     IH_CUDA(cudaGetDeviceCount(&n));
+    cudaDeviceProp prop;
+    IH_CUDA(cudaGetDeviceProperties(&prop, e->dev));
+    memcpy(uuid, prop.uuid.bytes, 16);
     *grads = e->grads;
     *stream = (void *)e->xs;
     *device = e->dev;

@@ -56,9 +56,11 @@ float *model_cuda_host_grads(model_cuda_net *e);
 
 /* The device gradient buffer (nparams fp32 with the graph's offsets), a non-blocking stream
  * on e's device for another component's work on it (NCCL; owned by e, the one the uploads
- * below use), e's device ordinal and the number of devices this process sees. Makes e's
- * device current for the calling thread. */
-ih_err model_cuda_device_view(model_cuda_net *e, float **grads, void **stream, int *device, int *devices);
+ * below use), e's device ordinal, the number of devices this process sees and the device's
+ * UUID (the same GPU has the same UUID in every process, whatever CUDA_VISIBLE_DEVICES says).
+ * Makes e's device current for the calling thread. */
+ih_err model_cuda_device_view(model_cuda_net *e, float **grads, void **stream, int *device, int *devices,
+                              unsigned char uuid[16]);
 /* Makes e's device current for the calling thread (another thread than the one that created
  * e, e.g. a communication thread). */
 ih_err model_cuda_bind_thread(model_cuda_net *e);

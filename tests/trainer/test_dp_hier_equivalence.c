@@ -9,10 +9,13 @@
  *
  * The device-side bucket path (dp_opts.intra: what --intra nccl uses on GPUs, each bucket
  * reduced at its offset in the model's device gradient buffer) is run on the CPU with the CPU
- * intra-node implementation (IH_DEBUG_INTRA_VIEW=1): the same sums in the same order as the
- * two-level run (each sum has two terms per level, whatever the buckets), so it must agree with
- * it to the bit; small buckets (about 8 for resnet8's 78k parameters) give most of them a
- * non-zero offset. And --intra nccl on the CPU backend is a
+ * intra-node implementation behind a stand-in device buffer of its own (IH_DEBUG_INTRA_VIEW=1,
+ * session.c): handing it the host buffer is an error there, and a wrong offset reduces the
+ * wrong range. The sums are those of the two-level run, and with 2 nodes x 2 ranks each has
+ * two terms per level (a + b, commutative), whatever the bucket boundaries, so it must agree
+ * with it to the bit (with 3 or more ranks per level the ring's order would depend on the
+ * blocks). Small buckets (about 8 for resnet8's 78k parameters) give most of them a non-zero
+ * offset. Both mistakes, put into dp.c on purpose, failed this test. And --intra nccl on the CPU backend is a
  * usage error that says what it needs.
  */
 #include <stdint.h>

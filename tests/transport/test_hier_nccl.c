@@ -3,7 +3,8 @@
  *
  * Ranks are threads, one GPU each (rank r on device r mod G), over the tcp fabric on 127.0.0.1;
  * nodes are simulated by name. Layouts: 2 nodes x 1 GPU (needs 1 GPU: single-rank NCCL
- * communicators, so it checks the staging and the cross-node half), 1 node x G GPUs and,
+ * communicators, so it checks the staging and the cross-node half), 1 node x G GPUs (one
+ * node: the in-place ncclAllReduce; 1 node x 1 with a single GPU) and,
  * with G >= 4, 2 nodes x G/2. Sizes {0, 1, L-1, L+1, 10007, 1 MiB + 3} (L-1 and L+1 exercise
  * the n % L tail) x cross-node {hd, ring}, twice, integer-valued inputs. Exit 77 without a
  * CUDA device. Run for real by scripts/gpu_check.sh on a machine with GPUs.
@@ -95,12 +96,15 @@ int main(void)
     cudaError_t ce = cudaGetDeviceCount(&g);
     if (ce != cudaSuccess) SKIP("no CUDA device (cudaGetDeviceCount: %s)", cudaGetErrorString(ce));
     if (g < 1) SKIP("no CUDA device (cudaGetDeviceCount = 0)");
-    layout layouts[3];
+    layout layouts[4];
     int nl = 0;
     layouts[nl++] = (layout){2, 1, g};
     if (g >= 2) layouts[nl++] = (layout){1, g > 8 ? 8 : g, g};
     if (g >= 4) layouts[nl++] = (layout){2, (g > 8 ? 8 : g) / 2, g};
-    if (g < 2) printf("note: %d GPU: only 2 nodes x 1 GPU (single-rank NCCL communicators)\n", g);
+    if (g < 2) { /* one node: ncclAllReduce in place instead of the three phases */
+        layouts[nl++] = (layout){1, 1, g};
+        printf("note: %d GPU: 2 nodes x 1 and 1 node x 1 GPU (single-rank NCCL communicators)\n", g);
+    }
     tp_rank ranks[16];
     for (int i = 0; i < nl; i++) {
         double t0 = ih_now_s();
