@@ -8,14 +8,16 @@
  * heuristics' order, deterministic ones first (net.cu's PICK_ALGO policy), and the first that
  * passes the numerical-note rule, finalizes into an execution plan and needs at most the
  * workspace cap is kept. Numerical notes:
- *   - REDUCED_PRECISION_REDUCTION is refused in every mode: the operation declares fp32
- *     compute, and the tests bound the error by fp32 accumulation;
- *   - fp32 exact mode also refuses TENSOR_CORE and DOWN_CONVERT_INPUTS (TF32 is both) and
- *     NONDETERMINISTIC, with no second pass: the exact mode promises the same bits for the
- *     same batch and plain fp32 FMA math, as the legacy path's FMA_MATH + deterministic
- *     algorithms do;
- *   - bf16/fp16 take tensor cores, and a nondeterministic engine only when no deterministic
- *     one qualifies.
+ *   - DOWN_CONVERT_INPUTS is refused in every mode (as PyTorch's cuDNN v8 path does);
+ *   - fp32 exact mode also refuses TENSOR_CORE (with the above: TF32), FFT and WINOGRAD*
+ *     (their error scales with the transform's tile, not with each output's terms),
+ *     NONDETERMINISTIC and REDUCED_PRECISION_REDUCTION, with no second pass: the exact mode
+ *     promises the same bits for the same batch and plain fp32 products and sums;
+ *   - bf16/fp16 take tensor cores; a nondeterministic engine only when no deterministic one
+ *     qualifies, and one with REDUCED_PRECISION_REDUCTION only when nothing else does (the
+ *     operation declares fp32 compute, and the tests bound the error by fp32 accumulation).
+ *   Each candidate's notes are logged at TRACE (IH_DEBUG=TRACE IH_DEBUG_SUBSYS=MODEL) for the
+ *   day a layer finds no engine.
  * The descriptors a plan was built from stay alive with it (as cudnn-frontend keeps them),
  * which costs a few KB of host memory per plan and avoids relying on the backend copying them.
  * Execution: a variant pack (the x-, w- and y-shaped operands' pointers and the workspace)
@@ -97,6 +99,8 @@ typedef struct {
 typedef struct {
     int64_t index;
     int det, allowed, rtc;
+    int rpr;           /* REDUCED_PRECISION_REDUCTION: only in the last pass (bf16/fp16) */
+    unsigned notes;    /* bit i: numerical note i, for the trace log */
 } engine_info;
 
 ih_err model_cuda_conv_api_from_env(int *graph)
@@ -184,14 +188,27 @@ static cudnnStatus_t engine_of(cudnnBackendDescriptor_t cfg, int exact, engine_i
     out->det = 1;
     out->allowed = 1;
     for (int64_t i = 0; i < nnum && i < CUDNN_NUMERICAL_NOTE_TYPE_COUNT; i++) {
+        if ((int)nn[i] >= 0 && (int)nn[i] < 32) out->notes |= 1u << (int)nn[i];
         switch (nn[i]) {
         case CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC:
             out->det = 0;
             if (exact) out->allowed = 0;
             break;
-        case CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION: out->allowed = 0; break;
+        case CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION:
+            out->rpr = 1;
+            if (exact) out->allowed = 0;
+            break;
+        /* inputs converted to a narrower type than declared: never (PyTorch's cuDNN v8 path
+         * drops these too); in exact mode that is TF32 */
+        case CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS: out->allowed = 0; break;
         case CUDNN_NUMERICAL_NOTE_TENSOR_CORE:
-        case CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS:
+        /* transforms whose rounding error scales with the whole tile, not each output's terms:
+         * not the exact mode's plain fp32 products and sums */
+        case CUDNN_NUMERICAL_NOTE_FFT:
+        case CUDNN_NUMERICAL_NOTE_WINOGRAD:
+        case CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_4x4:
+        case CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_6x6:
+        case CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_13x13:
             if (exact) out->allowed = 0;
             break;
         default: break;
@@ -306,12 +323,17 @@ static ih_err pick_engine(model_cuda_conv_graph *g, dir_plan *p, size_t cap, sea
             cudnnStatus_t est = engine_of(cfg[i], g->d.exact, &inf[i]);
             if (est != CUDNN_STATUS_SUCCESS) note_refusal(s, est);
             s->refused += !inf[i].allowed;
+            IH_TRACE(IH_LOG_MODEL, "model cuda: %s: candidate engine %lld, numerical notes 0x%x (bit = "
+                     "cudnnBackendNumericalNote_t)%s", g->label, (long long)inf[i].index, inf[i].notes,
+                     inf[i].allowed ? "" : ": refused");
         }
         /* pass 0: deterministic engines; pass 1 (not in exact mode, where a nondeterministic
-         * engine is never allowed): the others */
-        for (int pass = 0; pass < 2 && !p->plan; pass++)
+         * engine is never allowed): the others; pass 2 (bf16/fp16 only): those with a reduced
+         * precision reduction, rather than no engine at all */
+        for (int pass = 0; pass < 3 && !p->plan; pass++)
             for (int64_t i = 0; i < got && !p->plan; i++) {
-                if (!inf[i].allowed || inf[i].det != (pass == 0)) continue;
+                if (!inf[i].allowed || inf[i].rpr != (pass == 2) || (pass < 2 && inf[i].det != (pass == 0)))
+                    continue;
                 s->tried++;
                 IH_TRY_GOTO(try_plan(g->h, cfg[i], cap, p, s), err, next);
                 if (!p->plan) continue;

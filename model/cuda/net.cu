@@ -665,6 +665,15 @@ static ih_err set_batch(net *e, int n)
 void model_cuda_net_destroy(net *e)
 {
     if (!e) return;
+    /* Nothing queued may still run when plans and buffers go: wait, then drop the captured
+     * steps (they launch the plans' kernels) before anything they reference. */
+    if (e->s) (void)cudaStreamSynchronize(e->s);
+    if (e->xs) (void)cudaStreamSynchronize(e->xs);
+    for (int v = 0; v < 2; v++)
+        if (e->graph[v]) {
+            (void)cudaGraphExecDestroy(e->graph[v]);
+            e->graph[v] = NULL;
+        }
     if (e->conv)
         for (int i = 0; i < e->g->nlayers; i++) {
             conv_plan *p = &e->conv[i];
@@ -682,11 +691,10 @@ void model_cuda_net_destroy(net *e)
                     e->d_loss, e->d_hit, e->mom, e->tiles, e->d_skip};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) cudaFree(bufs[i]);
-    /* after cudaFree, which waits for the device: no queued kernel still uses a plan */
+    /* the streams were drained above: no queued kernel still uses a plan */
     if (e->conv)
         for (int i = 0; i < e->g->nlayers; i++) model_cuda_conv_graph_destroy(e->conv[i].gp);
     for (int v = 0; v < 2; v++) {
-        if (e->graph[v]) cudaGraphExecDestroy(e->graph[v]);
         if (e->pt_ev[v])
             for (int j = 0; j < e->npts; j++)
                 if (e->pt_ev[v][j]) cudaEventDestroy(e->pt_ev[v][j]);

@@ -14,8 +14,10 @@
  * Tolerances, per element, with M = the accumulated magnitude (sum of |products| over the
  * reduction, plus |old| when beta = 1):
  *   fp32 exact: |got - ref| <= 1e-5 M. fp32 accumulation of K <= ~600 terms errs by about
- *     sqrt(K) 2^-24 M ~ 2e-6 M in practice; a TF32 engine (inputs cut to 10 bits of mantissa)
- *     or a wrong index, stride or layout errs by 1e-4 M or more.
+ *     sqrt(K) 2^-24 M ~ 2e-6 M in practice. A wrong index, stride or layout errs by far more.
+ *     A TF32 engine (inputs cut to 10 bits of mantissa) errs by about 2^-11 M / sqrt(K), only
+ *     2-3e-5 M at this test's K of a few hundred: the margin against TF32 is thin here, and
+ *     the exact mode's refusal of tensor-core engines is what keeps it out (conv_graph.c).
  *   bf16: inputs are rounded to bf16 in the reference too, so products are exact and only fp32
  *     accumulation (<= 2e-5 M) and the final rounding of the bf16 output (half an ulp, <= 2^-8
  *     relative) remain: |got - ref| <= 2^-8 |ref| + 2e-5 M. An engine that reduces in bf16
@@ -230,6 +232,8 @@ static void check_outputs(layer *L, int nb, int beta, const char *api, ref *R, d
     const size_t cnt[3] = {ny, nx, L->nw};
     const double *rv[3] = {R->y, R->dx, R->dw}, *mv[3] = {R->ym, R->dxm, R->dwm};
     for (int d = 0; d < 3; d++) {
+        /* the graph path plans no backward-data for the stem, as net.cu (its input is the image) */
+        if (d == 1 && L->sh->stem && !strncmp(api, "graph", 5)) continue;
         snprintf(what, sizeof what, "%s %s %s, batch %d, %s (beta %d)", api, L->pr->name, L->sh->name, nb, dir[d],
                  d ? beta : 0);
         if (download(L, got, src[d], cnt[d])) compare(L, what, got, rv[d], mv[d], cnt[d]);
@@ -334,7 +338,7 @@ out:
 static int graph_step(layer *L, model_cuda_conv_graph *g)
 {
     ih_err e = model_cuda_conv_graph_fwd(g, L->x_d, L->w_d, L->y_d, L->ws);
-    if (e == IH_OK) e = model_cuda_conv_graph_bwd_data(g, L->dy_d, L->w_d, L->dx_d, L->ws);
+    if (e == IH_OK && !L->sh->stem) e = model_cuda_conv_graph_bwd_data(g, L->dy_d, L->w_d, L->dx_d, L->ws);
     if (e == IH_OK) e = model_cuda_conv_graph_bwd_filter(g, L->x_d, L->dy_d, L->dw_d, L->ws);
     CHECK(e == IH_OK, "graph %s %s: %s", L->pr->name, L->sh->name, ih_last_error());
     return e == IH_OK;
@@ -359,7 +363,7 @@ static void graph_run(layer *L, int beta, ref *R, double *got)
     d.pad = L->sh->pad;
     d.type = L->pr->type;
     d.exact = L->pr->exact;
-    d.bwd_data = 1;
+    d.bwd_data = !L->sh->stem;
     d.beta_data = d.beta_filter = (float)beta;
     d.xp = L->x_d;
     d.wp = L->w_d;
@@ -410,7 +414,7 @@ static void graph_run(layer *L, int beta, ref *R, double *got)
                 const void *src[3] = {L->y_d, L->dx_d, L->dw_d};
                 const size_t cnt[3] = {ny, nx, nw}, off[3] = {0, ny, ny + nx};
                 for (int k = 0; k < 3; k++)
-                    if (download(L, got, src[k], cnt[k]))
+                    if ((k != 1 || !L->sh->stem) && download(L, got, src[k], cnt[k]))
                         for (size_t i = 0; i < cnt[k]; i++) diff += got[i] != eager[off[k] + i];
                 CHECK(diff == 0, "graph %s %s: the captured replay differs from the eager run in %zu of %zu values "
                       "(fp32 exact mode promises deterministic engines)", L->pr->name, L->sh->name, diff, m);
