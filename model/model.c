@@ -346,6 +346,49 @@ ih_err model_grads_uploaded(model_net *m)
     return IH_OK;
 }
 
+/* Ordinary memory for model_host_alloc, with a header word before the 64-byte-aligned block
+ * that says which kind it is (so model_host_free needs no CUDA query). */
+enum { HOST_PLAIN = 0x504c4e31, HOST_PINNED = 0x50494e31, HOST_HDR = 64 };
+
+void *model_host_alloc(model_backend b, size_t bytes)
+{
+#if IH_WITH_CUDA
+    if (b == MODEL_BACKEND_CUDA) {
+        unsigned char *p = model_cuda_host_alloc(bytes + HOST_HDR);
+        if (p) {
+            *(unsigned *)p = HOST_PINNED;
+            return p + HOST_HDR;
+        }
+        static int warned;
+        if (!warned++)
+            IH_WARN("model: page-locked host memory for the input batches was refused (%zu B; raise "
+                    "`ulimit -l`?): using ordinary memory, each batch then goes through a staging copy",
+                    bytes);
+    }
+#else
+    (void)b;
+#endif
+    unsigned char *p = aligned_alloc(64, (bytes + HOST_HDR + 63) / 64 * 64);
+    if (!p) return NULL;
+    *(unsigned *)p = HOST_PLAIN;
+    return p + HOST_HDR;
+}
+
+void model_host_free(model_backend b, void *ptr)
+{
+    (void)b;
+    if (!ptr) return;
+    unsigned char *p = (unsigned char *)ptr - HOST_HDR;
+#if IH_WITH_CUDA
+    if (*(unsigned *)p == HOST_PINNED) {
+        model_cuda_host_free(p);
+        return;
+    }
+#endif
+    IH_ASSERT(*(unsigned *)p == HOST_PLAIN, "model_host_free(%p): not from model_host_alloc", ptr);
+    free(p);
+}
+
 ih_err model_bind_thread(model_net *m)
 {
 #if IH_WITH_CUDA

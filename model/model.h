@@ -195,6 +195,15 @@ ih_err model_set_loss_scale(model_net *m, double scale);
 /* Inference with running BN statistics: writes n*num_classes logits. */
 ih_err model_eval_logits(model_net *m, const uint8_t *images, int n, float *logits);
 
+/* Host memory for the input batches of backend `b` (the pipeline's slots, pipe_cfg.slot_alloc):
+ * on CUDA page-locked, so the step copies a batch to the GPU asynchronously straight from it
+ * instead of first copying it into a staging buffer on the stepping thread; when the system
+ * refuses page-locked memory (a locked-memory limit), a warning and ordinary memory, which
+ * still works, the slower way. CPU: ordinary memory. Aligned to at least 64 bytes; NULL when
+ * out of memory. model_host_free releases either kind. Call after model_select_device. */
+void *model_host_alloc(model_backend b, size_t bytes);
+void model_host_free(model_backend b, void *p);
+
 /* Picks this process's device for backend `b`: GPU (local_rank mod GPUs per host) for CUDA, a
  * no-op for the CPU. Call once, before model_net_create, from the thread that will drive the
  * model. IH_E_CUDA when the backend is not usable here. */

@@ -27,6 +27,7 @@ ih_err mode_eval(ih_cfg *cfg)
     vc.crop = cfg->image_size;
     vc.resize = cfg->resize;
     vc.train = 0;
+    session_slot_memory(&vc, cfg);
     IH_TRY_GOTO(pipe_loader_create(&val, &vc), e, out);
     model_cfg mc = {.arch = cm.arch, .num_classes = cm.num_classes, .image_size = cm.image_size,
                     .max_batch = cfg->batch, .backend = session_backend(cfg), .bn_momentum = 0.1f, .bn_eps = 1e-5f};

@@ -233,6 +233,20 @@ static ih_err open_allreduce(session *s, comm_ctx *comm, comm_hier_mode hm, dp_o
     return IH_OK;
 }
 
+/* The loaders' batch slots come from the model's host allocator: page-locked on CUDA, so a
+ * batch goes to the GPU with one asynchronous copy and no staging memcpy on the stepping
+ * thread (model_host_alloc). ctx points at the backend. */
+static const model_backend k_backends[2] = {MODEL_BACKEND_CPU, MODEL_BACKEND_CUDA};
+static void *slot_alloc_cb(void *ctx, size_t n) { return model_host_alloc(*(const model_backend *)ctx, n); }
+static void slot_free_cb(void *ctx, void *p) { model_host_free(*(const model_backend *)ctx, p); }
+
+void session_slot_memory(pipe_cfg *pc, const ih_cfg *cfg)
+{
+    pc->slot_alloc = slot_alloc_cb;
+    pc->slot_free = slot_free_cb;
+    pc->slot_ctx = (void *)&k_backends[session_backend(cfg) == MODEL_BACKEND_CUDA];
+}
+
 ih_err session_open(session *s, ih_cfg *cfg, comm_ctx *comm)
 {
     ih_err e = IH_OK;
@@ -257,6 +271,7 @@ ih_err session_open(session *s, ih_cfg *cfg, comm_ctx *comm)
     pc.seed = cfg->seed;
     pc.rank = s->rank;
     pc.world = s->world;
+    session_slot_memory(&pc, cfg);
     IH_TRY(pipe_loader_create(&s->train, &pc));
     if (pipe_loader_batches_per_epoch(s->train) < 1)
         return ih_fail(IH_E_USAGE, "%s has %lld records, fewer than one global batch of %d (k=%d x V=%d x n=%d); "

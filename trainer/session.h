@@ -52,6 +52,9 @@ typedef struct {
 } session;
 
 ih_err session_open(session *s, ih_cfg *cfg, comm_ctx *comm);
+/* Makes pc's batch slots the model's host memory for --backend (model_host_alloc: page-locked
+ * on CUDA). */
+void session_slot_memory(pipe_cfg *pc, const ih_cfg *cfg);
 /* --backend and --precision as the model's create arguments. */
 model_backend session_backend(const ih_cfg *cfg);
 model_precision session_precision(const ih_cfg *cfg);

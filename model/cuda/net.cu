@@ -174,6 +174,21 @@ int model_cuda_available(char *why, size_t why_len)
     return 1;
 }
 
+void *model_cuda_host_alloc(size_t bytes)
+{
+    void *p = NULL;
+    if (cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocPortable) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return NULL;
+    }
+    return p;
+}
+
+void model_cuda_host_free(void *p)
+{
+    if (p) (void)cudaFreeHost(p);
+}
+
 int model_cuda_select_device(int local_rank, char *why, size_t why_len)
 {
     int n = 0;

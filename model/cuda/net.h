@@ -114,6 +114,12 @@ ih_err model_cuda_eval_logits(model_cuda_net *e, const uint8_t *images, int n, f
 /* Waits for all queued work. */
 ih_err model_cuda_sync(model_cuda_net *e);
 
+/* Page-locked host memory on the current device's context (cudaHostAlloc, portable), for
+ * buffers the GPU copies from asynchronously (the pipeline's batch slots): NULL when it cannot
+ * be had. host_free takes only such pointers. */
+void *model_cuda_host_alloc(size_t bytes);
+void model_cuda_host_free(void *p);
+
 /* 1 when a CUDA device is usable, else 0 and a one-line reason in why (may be NULL). */
 int model_cuda_available(char *why, size_t why_len);
 /* Makes GPU (local_rank mod device count) current for the calling thread. Returns 0, the device
