@@ -225,7 +225,7 @@ ih_err dp_create(dp_ctx **out, comm_ctx *comm, model_net *m, const dp_opts *o)
     else if (comm) d->o.timeout_ms += 30000; /* the collectives time out first, with a better message */
     d->grads = model_grads(m);
     d->nparams = model_num_params(m);
-    if ((o->intra && (!o->hier || !o->dev_grads)) || (o->intra && o->upload)) {
+    if (o->intra && (!o->hier || !o->dev_grads || o->upload)) {
         free(d);
         return ih_fail(IH_E_USAGE, "dp: an intra-node implementation (%s) needs the two-level allreduce and "
                        "the device gradient buffer, and works there (no uploads)", o->intra->ops->name);

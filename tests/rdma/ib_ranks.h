@@ -175,4 +175,17 @@ static inline int ib_check_allreduce(const ib_rank *r, comm_ctx *c, float *buf, 
     return 0;
 }
 
+/* Buffer reuse and credits: 200 back-to-back small allreduces (n = 1..200, alternating hd and
+ * ring) on the same buffers, then `big` floats with hd and ring. buf/ref hold big floats.
+ * Returns the failures (0: all exact); stops at the first. */
+static inline int ib_check_reuse(const ib_rank *r, comm_ctx *c, float *buf, float *ref, size_t big)
+{
+    int fails = 0;
+    for (size_t n = 1; n <= 200 && !fails; n++)
+        fails += ib_check_allreduce(r, c, buf, ref, n, n % 2 ? COMM_ALGO_HD : COMM_ALGO_RING, (int)n);
+    for (int a = 0; a < 2 && !fails; a++)
+        fails += ib_check_allreduce(r, c, buf, ref, big, a ? COMM_ALGO_RING : COMM_ALGO_HD, 7 + a);
+    return fails;
+}
+
 #endif
