@@ -20,7 +20,10 @@
  *   day a layer finds no engine.
  * The descriptors a plan was built from stay alive with it (as cudnn-frontend keeps them),
  * which costs a few KB of host memory per plan and avoids relying on the backend copying them.
- * Execution: a variant pack (the x-, w- and y-shaped operands' pointers and the workspace)
+ * The forward with statistics (conv_graph.h) is one more operation graph of five operations
+ * (the convolution, SUB, a reduction, MUL, a reduction) under the same engine search; with
+ * stats_required 0 a failure to plan it only drops it for that batch, with a warning.
+ * Execution: a variant pack (the operands' pointers and the workspace)
  * built on the first call with a pointer set and reused while the pointers stay (net.cu's
  * buffers are fixed at create); cudnnBackendExecute then only launches kernels on the handle's
  * stream with our workspace, no allocation or synchronisation, so it can be captured into a
@@ -29,6 +32,7 @@
  * at run time do so when their plan is finalized, which net.cu does at create or in set_batch,
  * both outside capture.
  */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,23 +42,25 @@
 #include "core/log.h"
 #include "model/cuda/conv_graph.h"
 
-enum { FWD = 0, BWD_DATA = 1, BWD_FILTER = 2, NDIR = 3 };
-static const char *const DIR_NAME[NDIR] = {"forward", "backward-data", "backward-filter"};
+enum { FWD = 0, BWD_DATA = 1, BWD_FILTER = 2, FWD_STATS = 3, NDIR = 4 };
+static const char *const DIR_NAME[NDIR] = {"forward", "backward-data", "backward-filter",
+                                           "forward+statistics"};
 
-/* Every operation has an x-shaped, a w-shaped and a y-shaped operand (forward: x, w, y;
- * backward data: dx, w, dy; backward filter: x, dw, dy); their unique ids: */
-enum { UID_X = 1, UID_W = 2, UID_Y = 3 };
-/* what a plan was built from: the three tensors, the convolution, the operation, the graph,
- * the engine config */
-enum { K_T0 = 0, K_CONV = 3, K_OP = 4, K_GRAPH = 5, K_CFG = 6, KEEP = 7 };
+/* Every convolution has an x-shaped, a w-shaped and a y-shaped operand (forward: x, w, y;
+ * backward data: dx, w, dy; backward filter: x, dw, dy); the forward with statistics adds the
+ * shift, sum and sqsum, and two virtual fp32 intermediates (y - shift and its square). Their
+ * unique ids: */
+enum { UID_X = 1, UID_W = 2, UID_Y = 3, UID_SHIFT = 4, UID_SUM = 5, UID_SQSUM = 6, UID_D = 101, UID_D2 = 102 };
+enum { NOPND = 6 };           /* operands of a variant pack at most (the statistics plan's) */
+enum { KEEP = 24 };           /* descriptors a plan was built from, at most */
 
-static const cudnnBackendDescriptorType_t OP_TYPE[NDIR] = {
+static const cudnnBackendDescriptorType_t OP_TYPE[3] = {
     CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR,
     CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR,
     CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR,
 };
-/* per direction: alpha, beta, convolution, then the x-, w- and y-shaped operands */
-static const cudnnBackendAttributeName_t OP_ATTR[NDIR][6] = {
+/* per convolution direction: alpha, beta, convolution, then the x-, w- and y-shaped operands */
+static const cudnnBackendAttributeName_t OP_ATTR[3][6] = {
     {CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA,
      CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X,
      CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y},
@@ -67,10 +73,14 @@ static const cudnnBackendAttributeName_t OP_ATTR[NDIR][6] = {
 };
 
 typedef struct {
-    cudnnBackendDescriptor_t keep[KEEP];
+    cudnnBackendDescriptor_t keep[KEEP]; /* what the plan was built from, in creation order
+                                            (tensors, convolution, operations, the graph, the
+                                            engine config) */
+    int nkeep;
+    cudnnBackendDescriptor_t graph; /* the operation graph (also in keep) */
     cudnnBackendDescriptor_t plan;  /* NULL: direction not planned */
     cudnnBackendDescriptor_t vpack; /* built for vp[] */
-    const void *vp[4];              /* x-, w-, y-shaped operand, workspace */
+    const void *vp[NOPND + 1];      /* the operands in uid order, then the workspace */
     int64_t ws;                     /* workspace bytes */
     char what[200];                 /* engine, knobs and notes, for the log */
 } dir_plan;
@@ -84,7 +94,7 @@ struct model_cuda_conv_graph {
     cudnnHandle_t h;
     model_cuda_conv_graph_desc d; /* pointers cleared; label points into label[] */
     char label[160];
-    int64_t align[NDIR][3];       /* promised alignment of each direction's operands */
+    int64_t align[NDIR][NOPND];   /* promised alignment of each direction's operands */
     batch_plans *bp;              /* one entry per batch size planned so far */
     int nbp, cur;
 };
@@ -116,6 +126,20 @@ ih_err model_cuda_conv_api_from_env(int *graph)
                    "the default) or 'graph' (the backend graph API)", v);
 }
 
+ih_err model_cuda_conv_fuse_from_env(int *fuse)
+{
+    const char *v = getenv("IH_CUDNN_FUSE");
+    *fuse = 0;
+    if (!v || !*v || !strcmp(v, "none")) return IH_OK;
+    if (!strcmp(v, "stats")) *fuse = 1;
+    else if (!strcmp(v, "stats:require")) *fuse = 2;
+    else
+        return ih_fail(IH_E_USAGE, "IH_CUDNN_FUSE=%s: unknown fusion; use 'none' (the default), 'stats' (each "
+                       "convolution before a BN also sums its output per channel, on cuDNN's graph API, where "
+                       "cuDNN has an engine for it) or 'stats:require' (the same, and an error where it has none)", v);
+    return IH_OK;
+}
+
 static int64_t align_of(const void *p)
 {
     int64_t a = 256;
@@ -131,16 +155,29 @@ static void note_refusal(search_log *s, cudnnStatus_t st)
     cudnnGetLastErrorString(s->msg, sizeof s->msg);
 }
 
-/* dim: cuDNN's n,c,h,w (k,c,r,s for filters); the strides make c innermost. */
+/* A new descriptor of type t, kept with p (destroyed with it). */
+static ih_err new_desc(dir_plan *p, cudnnBackendDescriptorType_t t, cudnnBackendDescriptor_t *out)
+{
+    *out = NULL;
+    if (p->nkeep >= KEEP) return ih_fail(IH_E_INTERNAL, "cuDNN graph API: more than %d descriptors in a plan", KEEP);
+    IH_CUDNN(cudnnBackendCreateDescriptor(t, &p->keep[p->nkeep]));
+    *out = p->keep[p->nkeep++];
+    return IH_OK;
+}
+
+/* dim: cuDNN's n,c,h,w (k,c,r,s for filters; 1,k,1,1 for per-channel vectors); the strides make
+ * c innermost. virt: an intermediate that lives only inside the fused kernel. */
 static ih_err set_tensor(cudnnBackendDescriptor_t t, int64_t uid, cudnnDataType_t type,
-                         const int64_t dim[4], int64_t align)
+                         const int64_t dim[4], int64_t align, int virt)
 {
     const int64_t str[4] = {dim[1] * dim[2] * dim[3], 1, dim[3] * dim[1], dim[1]};
+    const bool v = virt != 0;
     IH_CUDNN(cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type));
     IH_CUDNN(cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dim));
     IH_CUDNN(cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, str));
     IH_CUDNN(cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid));
     IH_CUDNN(cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align));
+    if (v) IH_CUDNN(cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &v));
     IH_CUDNN(cudnnBackendFinalize(t));
     return IH_OK;
 }
@@ -296,7 +333,7 @@ static ih_err pick_engine(model_cuda_conv_graph *g, dir_plan *p, size_t cap, sea
         ih_err err = IH_OK;
         IH_CUDNN(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur));
         IH_CUDNN_GOTO(cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
-                                               CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &p->keep[K_GRAPH]), err, next);
+                                               CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &p->graph), err, next);
         IH_CUDNN_GOTO(cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1,
                                                &modes[m]), err, next);
         cudnnStatus_t st = cudnnBackendFinalize(heur);
@@ -343,8 +380,10 @@ static ih_err pick_engine(model_cuda_conv_graph *g, dir_plan *p, size_t cap, sea
                          kn[0] ? " [" : "", kn, kn[0] ? "]" : "", inf[i].det ? "" : " nondeterministic",
                          inf[i].rtc ? " runtime-compiled" : "", (double)p->ws / 1048576.0);
                 if (m > 0) strncat(p->what, " (fallback heuristics)", sizeof p->what - strlen(p->what) - 1);
-                p->keep[K_CFG] = cfg[i];
-                cfg[i] = NULL;
+                if (p->nkeep < KEEP) { /* else it is destroyed with the others; the plan keeps what it needs */
+                    p->keep[p->nkeep++] = cfg[i];
+                    cfg[i] = NULL;
+                }
             }
     next:
         for (int64_t i = 0; i < made; i++)
@@ -361,9 +400,56 @@ static void destroy_dir(dir_plan *p)
 {
     if (p->vpack) (void)cudnnBackendDestroyDescriptor(p->vpack);
     if (p->plan) (void)cudnnBackendDestroyDescriptor(p->plan);
-    for (int i = KEEP - 1; i >= 0; i--)
+    for (int i = p->nkeep - 1; i >= 0; i--)
         if (p->keep[i]) (void)cudnnBackendDestroyDescriptor(p->keep[i]);
     memset(p, 0, sizeof *p);
+}
+
+/* A pointwise operation y = mode(x[, b]) in fp32 math, kept with p. */
+static ih_err pointwise_op(dir_plan *p, cudnnPointwiseMode_t mode, cudnnBackendDescriptor_t x,
+                           cudnnBackendDescriptor_t b, cudnnBackendDescriptor_t y, cudnnBackendDescriptor_t *op)
+{
+    cudnnBackendDescriptor_t pw = NULL;
+    const cudnnDataType_t prec = CUDNN_DATA_FLOAT;
+    IH_TRY(new_desc(p, CUDNN_BACKEND_POINTWISE_DESCRIPTOR, &pw));
+    IH_CUDNN(cudnnBackendSetAttribute(pw, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode));
+    IH_CUDNN(cudnnBackendSetAttribute(pw, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &prec));
+    IH_CUDNN(cudnnBackendFinalize(pw));
+    IH_TRY(new_desc(p, CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR, op));
+    IH_CUDNN(cudnnBackendSetAttribute(*op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR,
+                                      CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &pw));
+    IH_CUDNN(cudnnBackendSetAttribute(*op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                      1, &x));
+    if (b)
+        IH_CUDNN(cudnnBackendSetAttribute(*op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                          1, &b));
+    IH_CUDNN(cudnnBackendSetAttribute(*op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                      1, &y));
+    IH_CUDNN(cudnnBackendFinalize(*op));
+    return IH_OK;
+}
+
+/* A sum over every dimension but the channels, x [n,k,p,q] -> y [1,k,1,1], fp32, kept with p. */
+static ih_err reduce_op(dir_plan *p, cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t y,
+                        cudnnBackendDescriptor_t *op)
+{
+    cudnnBackendDescriptor_t red = NULL;
+    const cudnnReduceTensorOp_t mode = CUDNN_REDUCE_TENSOR_ADD;
+    const cudnnDataType_t comp = CUDNN_DATA_FLOAT;
+    IH_TRY(new_desc(p, CUDNN_BACKEND_REDUCTION_DESCRIPTOR, &red));
+    IH_CUDNN(cudnnBackendSetAttribute(red, CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1,
+                                      &mode));
+    IH_CUDNN(cudnnBackendSetAttribute(red, CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &comp));
+    IH_CUDNN(cudnnBackendFinalize(red));
+    IH_TRY(new_desc(p, CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR, op));
+    IH_CUDNN(cudnnBackendSetAttribute(*op, CUDNN_ATTR_OPERATION_REDUCTION_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                      1, &x));
+    IH_CUDNN(cudnnBackendSetAttribute(*op, CUDNN_ATTR_OPERATION_REDUCTION_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                      1, &y));
+    IH_CUDNN(cudnnBackendSetAttribute(*op, CUDNN_ATTR_OPERATION_REDUCTION_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                      1, &red));
+    IH_CUDNN(cudnnBackendFinalize(*op));
+    return IH_OK;
 }
 
 /* Builds p (all zero on entry) for direction dir at n images. On error p may hold some
@@ -373,34 +459,55 @@ static ih_err plan_dir(model_cuda_conv_graph *g, int dir, int n, size_t cap, dir
     const model_cuda_conv_graph_desc *d = &g->d;
     const int oh = out_size(d->h, d->r, d->stride, d->pad), ow = out_size(d->w, d->s, d->stride, d->pad);
     const int64_t xd[4] = {n, d->c, d->h, d->w}, wd[4] = {d->k, d->c, d->r, d->s}, yd[4] = {n, d->k, oh, ow};
+    const int64_t kd[4] = {1, d->k, 1, 1};
     const int64_t *dims[3] = {xd, wd, yd};
+    const int conv_dir = dir == FWD_STATS ? FWD : dir;
+    cudnnBackendDescriptor_t t[3], conv = NULL, ops[5];
+    int nops = 0;
     for (int i = 0; i < 3; i++) {
-        IH_CUDNN(cudnnBackendCreateDescriptor(CUDNN_BACKEND_TENSOR_DESCRIPTOR, &p->keep[K_T0 + i]));
-        IH_TRY(set_tensor(p->keep[K_T0 + i], UID_X + i, d->type, dims[i], g->align[dir][i]));
+        IH_TRY(new_desc(p, CUDNN_BACKEND_TENSOR_DESCRIPTOR, &t[i]));
+        IH_TRY(set_tensor(t[i], UID_X + i, d->type, dims[i], g->align[dir][i], 0));
     }
-    IH_CUDNN(cudnnBackendCreateDescriptor(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR, &p->keep[K_CONV]));
-    IH_TRY(set_conv(p->keep[K_CONV], d->stride, d->pad));
+    IH_TRY(new_desc(p, CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR, &conv));
+    IH_TRY(set_conv(conv, d->stride, d->pad));
 
     cudnnBackendDescriptor_t op = NULL;
-    const float alpha = 1.0f, beta = dir == FWD ? 0.0f : dir == BWD_DATA ? d->beta_data : d->beta_filter;
-    IH_CUDNN(cudnnBackendCreateDescriptor(OP_TYPE[dir], &p->keep[K_OP]));
-    op = p->keep[K_OP];
-    IH_CUDNN(cudnnBackendSetAttribute(op, OP_ATTR[dir][0], CUDNN_TYPE_FLOAT, 1, &alpha));
-    IH_CUDNN(cudnnBackendSetAttribute(op, OP_ATTR[dir][1], CUDNN_TYPE_FLOAT, 1, &beta));
-    IH_CUDNN(cudnnBackendSetAttribute(op, OP_ATTR[dir][2], CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &p->keep[K_CONV]));
+    const float alpha = 1.0f, beta = conv_dir == FWD ? 0.0f : conv_dir == BWD_DATA ? d->beta_data : d->beta_filter;
+    IH_TRY(new_desc(p, OP_TYPE[conv_dir], &op));
+    IH_CUDNN(cudnnBackendSetAttribute(op, OP_ATTR[conv_dir][0], CUDNN_TYPE_FLOAT, 1, &alpha));
+    IH_CUDNN(cudnnBackendSetAttribute(op, OP_ATTR[conv_dir][1], CUDNN_TYPE_FLOAT, 1, &beta));
+    IH_CUDNN(cudnnBackendSetAttribute(op, OP_ATTR[conv_dir][2], CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &conv));
     for (int i = 0; i < 3; i++)
-        IH_CUDNN(cudnnBackendSetAttribute(op, OP_ATTR[dir][3 + i], CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
-                                          &p->keep[K_T0 + i]));
+        IH_CUDNN(cudnnBackendSetAttribute(op, OP_ATTR[conv_dir][3 + i], CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t[i]));
     IH_CUDNN(cudnnBackendFinalize(op));
+    ops[nops++] = op;
 
-    IH_CUDNN(cudnnBackendCreateDescriptor(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &p->keep[K_GRAPH]));
-    IH_CUDNN(cudnnBackendSetAttribute(p->keep[K_GRAPH], CUDNN_ATTR_OPERATIONGRAPH_OPS,
-                                      CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &op));
+    if (dir == FWD_STATS) { /* the epilogue of the file header, all in fp32 */
+        cudnnBackendDescriptor_t shift = NULL, sum = NULL, sq = NULL, dv = NULL, d2 = NULL;
+        IH_TRY(new_desc(p, CUDNN_BACKEND_TENSOR_DESCRIPTOR, &shift));
+        IH_TRY(set_tensor(shift, UID_SHIFT, CUDNN_DATA_FLOAT, kd, g->align[dir][3], 0));
+        IH_TRY(new_desc(p, CUDNN_BACKEND_TENSOR_DESCRIPTOR, &sum));
+        IH_TRY(set_tensor(sum, UID_SUM, CUDNN_DATA_FLOAT, kd, g->align[dir][4], 0));
+        IH_TRY(new_desc(p, CUDNN_BACKEND_TENSOR_DESCRIPTOR, &sq));
+        IH_TRY(set_tensor(sq, UID_SQSUM, CUDNN_DATA_FLOAT, kd, g->align[dir][5], 0));
+        IH_TRY(new_desc(p, CUDNN_BACKEND_TENSOR_DESCRIPTOR, &dv));
+        IH_TRY(set_tensor(dv, UID_D, CUDNN_DATA_FLOAT, yd, 16, 1));
+        IH_TRY(new_desc(p, CUDNN_BACKEND_TENSOR_DESCRIPTOR, &d2));
+        IH_TRY(set_tensor(d2, UID_D2, CUDNN_DATA_FLOAT, yd, 16, 1));
+        /* the broadcast operand second, as the support surface requires */
+        IH_TRY(pointwise_op(p, CUDNN_POINTWISE_SUB, t[2], shift, dv, &ops[nops++]));
+        IH_TRY(reduce_op(p, dv, sum, &ops[nops++]));
+        IH_TRY(pointwise_op(p, CUDNN_POINTWISE_MUL, dv, dv, d2, &ops[nops++]));
+        IH_TRY(reduce_op(p, d2, sq, &ops[nops++]));
+    }
+
+    IH_TRY(new_desc(p, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &p->graph));
+    IH_CUDNN(cudnnBackendSetAttribute(p->graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, nops,
+                                      ops));
     /* this and the plan's handle attribute are deprecated in late 9.x in favour of device
      * properties, but the 9.x releases in PyTorch's wheels (gpu_check.sh's cuDNN) need them */
-    IH_CUDNN(cudnnBackendSetAttribute(p->keep[K_GRAPH], CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE,
-                                      1, &g->h));
-    IH_CUDNN(cudnnBackendFinalize(p->keep[K_GRAPH]));
+    IH_CUDNN(cudnnBackendSetAttribute(p->graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &g->h));
+    IH_CUDNN(cudnnBackendFinalize(p->graph));
 
     search_log s;
     memset(&s, 0, sizeof s);
@@ -421,18 +528,24 @@ static ih_err plan_batch(model_cuda_conv_graph *g, int n, size_t cap, batch_plan
     memset(b, 0, sizeof *b);
     b->n = n;
     for (int dir = 0; dir < NDIR; dir++) {
-        if (dir == BWD_DATA && !d->bwd_data) continue;
+        if ((dir == BWD_DATA && !d->bwd_data) || (dir == FWD_STATS && !d->fwd_stats)) continue;
         ih_err err = plan_dir(g, dir, n, cap, &b->d[dir]);
-        if (err != IH_OK) {
-            char why[512];
-            snprintf(why, sizeof why, "%s", ih_last_error());
-            for (int i = 0; i < NDIR; i++) destroy_dir(&b->d[i]);
-            return ih_fail(err, "cuDNN graph API: %s, batch %d, %s: %s", g->label, n, DIR_NAME[dir], why);
+        if (err == IH_OK) continue;
+        char why[512];
+        snprintf(why, sizeof why, "%s", ih_last_error());
+        if (dir == FWD_STATS && !d->stats_required) { /* optional: go without it */
+            destroy_dir(&b->d[dir]);
+            IH_WARN("model cuda: %s, batch %d: no fused convolution statistics (%s); the BN after it "
+                    "computes them (IH_CUDNN_FUSE=stats:require makes this an error)", g->label, n, why);
+            continue;
         }
+        for (int i = 0; i < NDIR; i++) destroy_dir(&b->d[i]);
+        return ih_fail(err, "cuDNN graph API: %s, batch %d, %s: %s", g->label, n, DIR_NAME[dir], why);
     }
-    IH_INFO(IH_LOG_MODEL, "model cuda: %s, batch %d: graph API %s: %s; %s: %s; %s: %s", g->label, n,
+    IH_INFO(IH_LOG_MODEL, "model cuda: %s, batch %d: graph API %s: %s; %s: %s; %s: %s; %s: %s", g->label, n,
             DIR_NAME[FWD], b->d[FWD].what, DIR_NAME[BWD_DATA], d->bwd_data ? b->d[BWD_DATA].what : "not needed",
-            DIR_NAME[BWD_FILTER], b->d[BWD_FILTER].what);
+            DIR_NAME[BWD_FILTER], b->d[BWD_FILTER].what, DIR_NAME[FWD_STATS],
+            b->d[FWD_STATS].plan ? b->d[FWD_STATS].what : d->fwd_stats ? "none" : "not asked");
     return IH_OK;
 }
 
@@ -443,20 +556,26 @@ ih_err model_cuda_conv_graph_create(model_cuda_conv_graph **out, cudnnHandle_t h
     const char *label = d->label ? d->label : "conv";
     if (d->n < 1 || d->h < 1 || d->w < 1 || d->c < 1 || d->k < 1 || d->r < 1 || d->s < 1 || d->stride < 1 ||
         d->pad < 0 || out_size(d->h, d->r, d->stride, d->pad) < 1 || out_size(d->w, d->s, d->stride, d->pad) < 1 ||
-        (d->beta_data != 0 && d->beta_data != 1) || (d->beta_filter != 0 && d->beta_filter != 1))
+        (d->beta_data != 0 && d->beta_data != 1) || (d->beta_filter != 0 && d->beta_filter != 1) ||
+        (d->fwd_stats && (d->exact || !d->shiftp || !d->sump || !d->sqsump)))
         return ih_fail(IH_E_USAGE, "cuDNN graph API: %s: bad shape or beta (n %d, %dx%dx%d, k %d, %dx%d, "
-                       "stride %d, pad %d, betas %g %g)", label, d->n, d->h, d->w, d->c, d->k, d->r, d->s,
-                       d->stride, d->pad, d->beta_data, d->beta_filter);
+                       "stride %d, pad %d, betas %g %g; statistics %d need bf16/fp16 and their three buffers)", label,
+                       d->n, d->h, d->w, d->c, d->k, d->r, d->s, d->stride, d->pad, d->beta_data, d->beta_filter,
+                       d->fwd_stats);
     model_cuda_conv_graph *g = (model_cuda_conv_graph *)calloc(1, sizeof *g);
     if (!g) return ih_fail(IH_E_SYS, "model cuda: out of host memory");
     g->h = h;
     g->d = *d;
     snprintf(g->label, sizeof g->label, "%s", label);
     g->d.label = g->label;
-    const void *ops[NDIR][3] = {{d->xp, d->wp, d->yp}, {d->dxp, d->wp, d->dyp}, {d->xp, d->dwp, d->dyp}};
+    const void *ops[NDIR][NOPND] = {{d->xp, d->wp, d->yp},
+                                    {d->dxp, d->wp, d->dyp},
+                                    {d->xp, d->dwp, d->dyp},
+                                    {d->xp, d->wp, d->yp, d->shiftp, d->sump, d->sqsump}};
     for (int dir = 0; dir < NDIR; dir++)
-        for (int i = 0; i < 3; i++) g->align[dir][i] = align_of(ops[dir][i]);
+        for (int i = 0; i < NOPND; i++) g->align[dir][i] = ops[dir][i] ? align_of(ops[dir][i]) : 1;
     g->d.xp = g->d.wp = g->d.yp = g->d.dxp = g->d.dyp = g->d.dwp = NULL;
+    g->d.shiftp = g->d.sump = g->d.sqsump = NULL;
     ih_err err = model_cuda_conv_graph_set_batch(g, d->n, ws_cap);
     if (err != IH_OK) {
         model_cuda_conv_graph_destroy(g);
@@ -491,15 +610,17 @@ size_t model_cuda_conv_graph_workspace(const model_cuda_conv_graph *g)
     return (size_t)m;
 }
 
-/* a, b, c: the x-, w- and y-shaped operands of dir */
-static ih_err run(model_cuda_conv_graph *g, int dir, const void *a, const void *b, const void *c, void *ws)
+/* ptr: the operands of dir in uid order (x-, w-, y-shaped, then shift, sum, sqsum), nptr of them */
+static ih_err run(model_cuda_conv_graph *g, int dir, const void *const *ptr, int nptr, void *ws)
 {
     if (g->nbp == 0 || !g->bp[g->cur].d[dir].plan)
         return ih_fail(IH_E_INTERNAL, "cuDNN graph API: %s: %s was not planned", g->label, DIR_NAME[dir]);
     dir_plan *p = &g->bp[g->cur].d[dir];
-    const void *ptr[4] = {a, b, c, ws};
-    if (!p->vpack || memcmp(p->vp, ptr, sizeof ptr) != 0) {
-        for (int i = 0; i < 3; i++)
+    const void *vp[NOPND + 1] = {0};
+    for (int i = 0; i < nptr; i++) vp[i] = ptr[i];
+    vp[NOPND] = ws;
+    if (!p->vpack || memcmp(p->vp, vp, sizeof vp) != 0) {
+        for (int i = 0; i < nptr; i++)
             if (align_of(ptr[i]) < g->align[dir][i])
                 return ih_fail(IH_E_INTERNAL, "cuDNN graph API: %s, %s: operand %d at %p is less than the "
                                "%lld-byte alignment planned", g->label, DIR_NAME[dir], i, ptr[i],
@@ -507,16 +628,17 @@ static ih_err run(model_cuda_conv_graph *g, int dir, const void *a, const void *
         if (p->vpack) (void)cudnnBackendDestroyDescriptor(p->vpack);
         p->vpack = NULL;
         memset(p->vp, 0, sizeof p->vp);
-        const int64_t uid[3] = {UID_X, UID_W, UID_Y};
-        void *dp[3] = {(void *)a, (void *)b, (void *)c};
+        static const int64_t uid[NOPND] = {UID_X, UID_W, UID_Y, UID_SHIFT, UID_SUM, UID_SQSUM};
+        void *dp[NOPND];
+        for (int i = 0; i < nptr; i++) dp[i] = (void *)ptr[i];
         IH_CUDNN(cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &p->vpack));
-        IH_CUDNN(cudnnBackendSetAttribute(p->vpack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, 3, uid));
+        IH_CUDNN(cudnnBackendSetAttribute(p->vpack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, nptr, uid));
         IH_CUDNN(cudnnBackendSetAttribute(p->vpack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR,
-                                          3, dp));
+                                          nptr, dp));
         IH_CUDNN(cudnnBackendSetAttribute(p->vpack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1,
                                           &ws));
         IH_CUDNN(cudnnBackendFinalize(p->vpack));
-        memcpy(p->vp, ptr, sizeof ptr);
+        memcpy(p->vp, vp, sizeof vp);
     }
     IH_CUDNN(cudnnBackendExecute(g->h, p->plan, p->vpack));
     return IH_OK;
@@ -524,19 +646,34 @@ static ih_err run(model_cuda_conv_graph *g, int dir, const void *a, const void *
 
 ih_err model_cuda_conv_graph_fwd(model_cuda_conv_graph *g, const void *x, const void *w, void *y, void *ws)
 {
-    return run(g, FWD, x, w, y, ws);
+    const void *p[3] = {x, w, y};
+    return run(g, FWD, p, 3, ws);
 }
 
 ih_err model_cuda_conv_graph_bwd_data(model_cuda_conv_graph *g, const void *dy, const void *w, void *dx,
                                       void *ws)
 {
-    return run(g, BWD_DATA, dx, w, dy, ws);
+    const void *p[3] = {dx, w, dy};
+    return run(g, BWD_DATA, p, 3, ws);
 }
 
 ih_err model_cuda_conv_graph_bwd_filter(model_cuda_conv_graph *g, const void *x, const void *dy, void *dw,
                                         void *ws)
 {
-    return run(g, BWD_FILTER, x, dw, dy, ws);
+    const void *p[3] = {x, dw, dy};
+    return run(g, BWD_FILTER, p, 3, ws);
+}
+
+int model_cuda_conv_graph_has_stats(const model_cuda_conv_graph *g)
+{
+    return g && g->nbp > 0 && g->bp[g->cur].d[FWD_STATS].plan != NULL;
+}
+
+ih_err model_cuda_conv_graph_fwd_stats(model_cuda_conv_graph *g, const void *x, const void *w, void *y,
+                                       const float *shift, float *sum, float *sqsum, void *ws)
+{
+    const void *p[NOPND] = {x, w, y, shift, sum, sqsum};
+    return run(g, FWD_STATS, p, NOPND, ws);
 }
 
 void model_cuda_conv_graph_destroy(model_cuda_conv_graph *g)

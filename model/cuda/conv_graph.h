@@ -11,6 +11,18 @@
  * configs in their order, the first that finalizes within the workspace cap and passes the
  * numerical-note rule: fp32 exact mode only deterministic engines without tensor-core or
  * down-converting notes; the other modes deterministic ones first. No engine: IH_E_CUDA.
+ * Forward with statistics (IH_CUDNN_FUSE=stats, net.cu): optionally a fourth plan, the forward
+ * convolution with an epilogue that also reduces its output per channel, as the BN after it
+ * needs: sum[k] = sum over n,p,q of (y - shift[k]) and sqsum[k] = the same of (y - shift[k])^2,
+ * fp32, shift an fp32 per-channel input (net.cu passes the BN's running mean, which keeps the
+ * one-pass variance free of cancellation). One graph: conv -> y (stored), pointwise SUB ->
+ * virtual fp32 d, reduction ADD -> sum, pointwise MUL d*d -> reduction ADD -> sqsum; cuDNN's
+ * generic runtime fusion engines ("ConvolutionFwd fusions" with a g2 epilogue ending in
+ * reductions) run it in bf16/fp16 on compute capability 8.0+; the fp16-only "ConvBNfprop"
+ * pre-compiled pattern is not used. Whether the reductions add into the outputs or overwrite
+ * them is not documented, so the caller zeroes sum and sqsum first (then both are right).
+ * Such engines usually reduce with atomics: the numerical-note rule above takes a
+ * nondeterministic engine when no deterministic one qualifies, and the log names it.
  * Threads: one thread uses an object (the executor's). Planning blocks (host work, maybe
  * runtime compilation); the run functions only queue work on the handle's stream and are
  * legal inside CUDA stream capture, provided they already ran once on the same pointers
@@ -45,6 +57,12 @@ typedef struct {
     float beta_filter;
     const void *xp, *wp, *yp, *dxp, *dyp, *dwp; /* x, w, y, dx, dy, dw; dxp may be NULL when
                                                     !bwd_data */
+    int fwd_stats;         /* 1: also plan the forward with statistics (file header); not in
+                              the exact mode (IH_E_USAGE) */
+    int stats_required;    /* with fwd_stats: 1 = no engine for it is an error as for the other
+                              directions; 0 = it is logged (WARN) and the object goes without
+                              (model_cuda_conv_graph_has_stats says 0 for that batch) */
+    const void *shiftp, *sump, *sqsump; /* with fwd_stats: shift, sum, sqsum, k fp32 each */
     const char *label;     /* the layer in logs and errors, e.g. "conv layer 3 (56x56x64 -> 64,
                               3x3/1, bf16)"; copied */
 } model_cuda_conv_graph_desc;
@@ -52,6 +70,11 @@ typedef struct {
 /* IH_CUDNN_API: unset, "" or "legacy" -> *graph = 0; "graph" -> 1; anything else IH_E_USAGE
  * with a message naming the accepted values. Any thread; reads the environment. */
 ih_err model_cuda_conv_api_from_env(int *graph);
+
+/* IH_CUDNN_FUSE: unset, "" or "none" -> 0; "stats" -> 1 (the forward with statistics where
+ * cuDNN has an engine for it, logged where not); "stats:require" -> 2 (where it has none, net
+ * create fails naming the layer). Anything else IH_E_USAGE naming the accepted values. */
+ih_err model_cuda_conv_fuse_from_env(int *fuse);
 
 /* Plans the directions for d->n images (at most ws_cap bytes of workspace each) and logs the
  * engines at INFO. h: the handle the plans execute on, must outlive the object. *out owned by
@@ -80,6 +103,14 @@ ih_err model_cuda_conv_graph_bwd_data(model_cuda_conv_graph *g, const void *dy, 
                                       void *dx, void *ws);
 ih_err model_cuda_conv_graph_bwd_filter(model_cuda_conv_graph *g, const void *x, const void *dy,
                                         void *dw, void *ws);
+
+/* 1 when the current batch has the forward-with-statistics plan (fwd_stats and an engine). */
+int model_cuda_conv_graph_has_stats(const model_cuda_conv_graph *g);
+
+/* y = conv(x, w) and the statistics of the file header into sum/sqsum (zeroed by the caller
+ * on the same stream first). Errors as the others; IH_E_INTERNAL when !has_stats. */
+ih_err model_cuda_conv_graph_fwd_stats(model_cuda_conv_graph *g, const void *x, const void *w, void *y,
+                                       const float *shift, float *sum, float *sqsum, void *ws);
 
 /* Frees every descriptor; NULL is a no-op. The caller makes sure no queued work still uses
  * the plans (net.cu destroys after the device buffers' cudaFree, which synchronises). */

@@ -124,12 +124,15 @@ __device__ __forceinline__ void sum_parts(const float *partial, int c, int npart
     *s2 = b;
 }
 
-/* aux per BN layer: [mean][istd][scale][shift][ka][kb][kc], c floats each.
- * Launch: grid ceil(c/32), block (32, FIN_ROWS). */
+/* aux per BN layer: [mean][istd][scale][shift][ka][kb][kc], c floats each. The partial sums
+ * are of x minus a per-channel shift: the first row x[0, ch] (bn_stats_k), or shift[ch] when
+ * shift is not NULL (the convolution's fused statistics, IH_CUDNN_FUSE=stats, which shift by
+ * the running mean; shift may be run_mean: it is read before run_mean is updated, by the same
+ * thread). Launch: grid ceil(c/32), block (32, FIN_ROWS). */
 template <typename T>
-__global__ void bn_finalize_k(const T *x, size_t m, int c, int nparts, const float *partial,
-                              const float *gamma, const float *beta, float *aux, float *run_mean,
-                              float *run_var, double momentum, double eps)
+__global__ void bn_finalize_k(const T *x, const float *shift, size_t m, int c, int nparts,
+                              const float *partial, const float *gamma, const float *beta, float *aux,
+                              float *run_mean, float *run_var, double momentum, double eps)
 {
     int ch = blockIdx.x * 32 + threadIdx.x;
     double s1, s2;
@@ -137,7 +140,7 @@ __global__ void bn_finalize_k(const T *x, size_t m, int c, int nparts, const flo
     if (ch >= c || threadIdx.y != 0) return;
     double dm = s1 / (double)m, var = s2 / (double)m - dm * dm;
     if (var < 0) var = 0;
-    double mean = (double)tof(x[ch]) + dm, istd = 1.0 / sqrt(var + eps);
+    double mean = (shift ? (double)shift[ch] : (double)tof(x[ch])) + dm, istd = 1.0 / sqrt(var + eps);
     aux[ch] = (float)mean;
     aux[c + ch] = (float)istd;
     aux[2 * c + ch] = (float)(gamma[ch] * istd);

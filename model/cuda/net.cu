@@ -79,6 +79,7 @@ struct model_cuda_net {
     double momentum, eps;
     model_precision prec;
     int graph_api;                 /* IH_CUDNN_API=graph (conv_graph.h), read at create */
+    int fuse_stats;                /* IH_CUDNN_FUSE: 0 none, 1 stats, 2 stats:require (bf16/fp16) */
     cudaStream_t s;
     cudnnHandle_t dnn;
     cublasHandle_t blas;
@@ -208,8 +209,10 @@ int model_cuda_select_device(int local_rank, char *why, size_t why_len)
 
 /* ---- launchers: dtype dispatch, vector width 8 when channels allow ---- */
 
+/* pre: the convolution before this BN left the sums of its output, shifted by the running
+ * mean, in partial[0][2][c] (IH_CUDNN_FUSE=stats): no statistics pass here. */
 template <typename TX, typename TY>
-static ih_err bn_fwd_train_t(net *e, const model_layer *l, int n)
+static ih_err bn_fwd_train_t(net *e, const model_layer *l, int n, int pre)
 {
     const model_graph *g = e->g;
     const model_shape *xs = &g->tensors[l->in[0]];
@@ -226,12 +229,16 @@ static ih_err bn_fwd_train_t(net *e, const model_layer *l, int n)
     grd.y = (unsigned)(rows < want ? rows : want);
     if (grd.y > PMAX) grd.y = PMAX;
     size_t shm = 2 * (size_t)RB * GB * V * sizeof(float);
-    if (V == 8) bn_stats_k<TX, 8><<<grd, blk, shm, e->s>>>(x, m, c, e->partial);
-    else bn_stats_k<TX, 1><<<grd, blk, shm, e->s>>>(x, m, c, e->partial);
-    IH_CUDA_LAUNCHED("bn_stats_k");
+    if (pre) {
+        grd.y = 1;
+    } else {
+        if (V == 8) bn_stats_k<TX, 8><<<grd, blk, shm, e->s>>>(x, m, c, e->partial);
+        else bn_stats_k<TX, 1><<<grd, blk, shm, e->s>>>(x, m, c, e->partial);
+        IH_CUDA_LAUNCHED("bn_stats_k");
+    }
     bn_finalize_k<TX><<<(c + 31) / 32, dim3(32, FIN_ROWS), 0, e->s>>>(
-        x, m, c, (int)grd.y, e->partial, e->params + l->w_off, e->params + l->b_off, aux, rm, rv,
-        e->momentum, e->eps);
+        x, pre ? rm : NULL, m, c, (int)grd.y, e->partial, e->params + l->w_off, e->params + l->b_off, aux,
+        rm, rv, e->momentum, e->eps);
     IH_CUDA_LAUNCHED("bn_finalize_k");
     size_t len = m * c;
     int relu = e->fuse[l - g->layers];
@@ -450,6 +457,16 @@ static ih_err conv_graph_plan(net *e, int li, size_t *ws_need)
     d.wp = padded ? e->wpad : lp ? lp_at(e->params16, l->w_off) : (const void *)(e->params + l->w_off);
     d.dwp = padded ? e->dwpad : lp ? lp_at(e->wgrad16, l->w_off) : (const void *)(e->grads + l->w_off);
     d.label = label;
+    /* IH_CUDNN_FUSE=stats: the BN right after this conv, on its output, gets the statistics from
+     * the conv (forward() relies on this rule: layer li + 1, partial, that BN's running mean) */
+    const model_layer *next = li + 1 < e->g->nlayers ? &e->g->layers[li + 1] : NULL;
+    if (e->fuse_stats && lp && next && next->op == MODEL_OP_BN && next->in[0] == l->out) {
+        d.fwd_stats = 1;
+        d.stats_required = e->fuse_stats == 2;
+        d.shiftp = e->state + next->state_off;
+        d.sump = e->partial;
+        d.sqsump = e->partial + l->k;
+    }
     IH_TRY(model_cuda_conv_graph_create(&e->conv[li].gp, e->dnn, &d, WS_CAP));
     size_t ws = model_cuda_conv_graph_workspace(e->conv[li].gp);
     if (ws > *ws_need) *ws_need = ws;
@@ -797,6 +814,16 @@ static ih_err create_inner(net *e)
     int nt = g->ntensors, nl = g->nlayers, B = e->max_batch;
     int dev = 0;
     IH_TRY(model_cuda_conv_api_from_env(&e->graph_api));
+    IH_TRY(model_cuda_conv_fuse_from_env(&e->fuse_stats));
+    if (e->fuse_stats && e->prec == MODEL_PREC_FP32) {
+        IH_INFO(IH_LOG_MODEL, "model cuda: IH_CUDNN_FUSE ignored in the fp32 exact mode (its sums are not "
+                "the exact mode's deterministic ones)");
+        e->fuse_stats = 0;
+    }
+    if (e->fuse_stats && !e->graph_api) {
+        IH_INFO(IH_LOG_MODEL, "model cuda: IH_CUDNN_FUSE=stats runs the convolutions on cuDNN's graph API");
+        e->graph_api = 1;
+    }
     IH_CUDA(cudaGetDevice(&dev));
     e->dev = dev;
     IH_CUDA(cudaDeviceGetAttribute(&e->sms, cudaDevAttrMultiProcessorCount, dev));
@@ -1333,6 +1360,7 @@ static ih_err forward(net *e, int n, int train)
     const model_graph *g = e->g;
     static const float one = 1.0f, zero = 0.0f;
     IH_TRY(set_batch(e, n));
+    int stats_of = -1; /* the tensor whose fused statistics are in partial (IH_CUDNN_FUSE), or -1 */
     size_t npix = (size_t)n * g->image_size * g->image_size;
     {
         const float mr = (float)(255 * MODEL_MEAN_R), mg = (float)(255 * MODEL_MEAN_G),
@@ -1360,11 +1388,21 @@ static ih_err forward(net *e, int n, int train)
             const void *w = l->in[0] == 0 ? (const void *)e->wpad
                             : tx != F32   ? (const void *)lp_at(e->params16, l->w_off)
                                           : (const void *)(e->params + l->w_off);
+            if (train && p->gp && model_cuda_conv_graph_has_stats(p->gp)) {
+                /* the BN after it (conv_graph_plan's rule) reads the sums from partial */
+                const model_layer *bn = &g->layers[i + 1];
+                IH_CUDA(cudaMemsetAsync(e->partial, 0, 2 * (size_t)l->k * sizeof(float), e->s));
+                IH_TRY(model_cuda_conv_graph_fwd_stats(p->gp, e->val[l->in[0]], w, e->val[l->out],
+                                                       e->state + bn->state_off, e->partial,
+                                                       e->partial + l->k, e->ws));
+                stats_of = l->out;
+                continue; /* the next layer, with stats_of kept */
+            }
             IH_TRY(conv_fwd(e, p, e->val[l->in[0]], w, e->val[l->out]));
             break;
         }
         case MODEL_OP_BN:
-            if (train) IH_TRY(DISPATCH2(tx, ty, bn_fwd_train_t, e, l, n));
+            if (train) IH_TRY(DISPATCH2(tx, ty, bn_fwd_train_t, e, l, n, stats_of == l->in[0]));
             else IH_TRY(DISPATCH2(tx, ty, bn_fwd_eval_t, e, l, n));
             break;
         case MODEL_OP_RELU:
@@ -1384,6 +1422,7 @@ static ih_err forward(net *e, int n, int train)
         }
         case MODEL_OP_ADD: IH_TRY(DISPATCH1(tx, add_t, e, l, len, 0)); break;
         }
+        stats_of = -1; /* the sums in partial are for the layer right after their conv only */
     }
     return IH_OK;
 }

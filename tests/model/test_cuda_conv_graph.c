@@ -22,7 +22,10 @@
  *     accumulation (<= 2e-5 M) and the final rounding of the bf16 output (half an ulp, <= 2^-8
  *     relative) remain: |got - ref| <= 2^-8 |ref| + 2e-5 M. An engine that reduces in bf16
  *     errs by ~2^-8 M and fails.
- * Also, before the device check: IH_CUDNN_API parsing (legacy, graph, unset; others IH_E_USAGE).
+ * bf16 also runs the forward with statistics (IH_CUDNN_FUSE=stats: y and the per-channel sums of
+ * y - shift and its square) against the same reference, eager and captured; see check_stats.
+ * Where cuDNN has no engine for it that is a NOTE, or a failure under IH_CUDNN_FUSE=stats:require.
+ * Also, before the device check: IH_CUDNN_API and IH_CUDNN_FUSE parsing (others IH_E_USAGE).
  * Seed: IH_TEST_SEED (default 1234), printed. Exit 77 without a CUDA device.
  */
 #include <cuda_runtime_api.h>
@@ -428,6 +431,149 @@ out:
     model_cuda_conv_graph_destroy(g);
 }
 
+/* Per-channel statistics of the forward with statistics (bf16 only; IH_CUDNN_FUSE=stats) against
+ * the float64 reference y: sum = sum of (y - shift), sqsum = sum of (y - shift)^2 over n, p, q.
+ * Tolerance per channel: the sum over its elements of the forward's per-element bound e_i (the
+ * file header's, since the engine may reduce y before or after its bf16 rounding), and for the
+ * squares 2 |y_i - shift| e_i + e_i^2, plus fp32 accumulation of the m terms (m 2^-23 times the
+ * sum of their magnitudes). A shift that is ignored, or sum and sqsum swapped, misses by far
+ * more (the shifts are random, of the outputs' size). */
+static void check_stats(const layer *L, int nb, const ref *R, const double *shift, const float *sum,
+                        const float *sq, const char *api)
+{
+    const int k = L->sh->k;
+    const size_t m = (size_t)nb * L->oh * L->ow;
+    int bad = 0;
+    double worst = 0;
+    for (int o = 0; o < k; o++) {
+        double s1 = 0, s2 = 0, t1 = 0, t2 = 0, a1 = 0, a2 = 0;
+        for (size_t i = 0; i < m; i++) {
+            double y = R->y[i * k + o], dd = y - shift[o];
+            double e = ldexp(fabs(y), -8) + 2e-5 * R->ym[i * k + o];
+            s1 += dd;
+            s2 += dd * dd;
+            t1 += e;
+            t2 += 2 * fabs(dd) * e + e * e;
+            a1 += fabs(dd) + e;
+            a2 += (fabs(dd) + e) * (fabs(dd) + e);
+        }
+        t1 += (double)m * ldexp(a1, -23);
+        t2 += (double)m * ldexp(a2, -23);
+        double q1 = fabs(sum[o] - s1) / (t1 + 1e-300), q2 = fabs(sq[o] - s2) / (t2 + 1e-300);
+        if (q1 > worst || isnan(sum[o])) worst = isnan(sum[o]) ? INFINITY : q1;
+        if (q2 > worst || isnan(sq[o])) worst = isnan(sq[o]) ? INFINITY : q2;
+        if (!(q1 <= 1) || !(q2 <= 1)) {
+            if (bad < 5)
+                fprintf(stderr, "  channel %d: sum ref %.9g got %.9g (tolerance %.3g); sqsum ref %.9g got %.9g "
+                        "(tolerance %.3g)\n", o, s1, (double)sum[o], t1, s2, (double)sq[o], t2);
+            bad++;
+        }
+    }
+    CHECK(bad == 0, "%s %s %s, batch %d: statistics of %d of %d channels outside the tolerance, max diff/tolerance "
+          "%.3g (seed %llu)", api, L->pr->name, L->sh->name, nb, bad, k, worst, (unsigned long long)g_seed);
+}
+
+/* The forward with statistics at NMAX, 1 and (captured and replayed, with the zeroing) NMAX.
+ * Where cuDNN has no engine for it the plan is optional and this says so, unless
+ * IH_CUDNN_FUSE=stats:require, which makes it a failure (as it does in net.cu). */
+static void stats_run(layer *L, ref *R, double *got)
+{
+    const int k = L->sh->k;
+    float *dsh = NULL, *dsum = NULL;
+    float hsh[256], hsum[2 * 256];
+    double shift[256];
+    model_cuda_conv_graph *g = NULL;
+    cudaGraph_t cg = NULL;
+    cudaGraphExec_t ex = NULL;
+    int fuse = 0;
+    if (k > 256 || model_cuda_conv_fuse_from_env(&fuse) != IH_OK) {
+        CHECK(0, "stats_run: k %d > 256 or a bad IH_CUDNN_FUSE: %s", k, ih_last_error());
+        return;
+    }
+    ih_rng r = ih_rng_make(g_seed, 6, 0);
+    for (int o = 0; o < k; o++) {
+        hsh[o] = (float)(2.0 * ih_rng_normal(&r));
+        shift[o] = hsh[o];
+    }
+    cudaError_t ce = cudaMalloc((void **)&dsh, k * sizeof(float));
+    if (ce == cudaSuccess) ce = cudaMalloc((void **)&dsum, 2 * k * sizeof(float));
+    if (ce == cudaSuccess) ce = cudaMemcpy(dsh, hsh, k * sizeof(float), cudaMemcpyHostToDevice);
+    CHECK(ce == cudaSuccess, "stats buffers: %s", cudaGetErrorString(ce));
+    if (ce != cudaSuccess) goto out;
+    model_cuda_conv_graph_desc d;
+    char label[120];
+    memset(&d, 0, sizeof d);
+    snprintf(label, sizeof label, "test stats %s %s", L->pr->name, L->sh->name);
+    d.n = NMAX;
+    d.h = L->sh->h;
+    d.w = L->sh->w;
+    d.c = L->c;
+    d.k = k;
+    d.r = d.s = L->sh->r;
+    d.stride = L->sh->stride;
+    d.pad = L->sh->pad;
+    d.type = L->pr->type;
+    d.bwd_data = 0;
+    d.xp = L->x_d;
+    d.wp = L->w_d;
+    d.yp = L->y_d;
+    d.dyp = L->dy_d;
+    d.dwp = L->dw_d;
+    d.fwd_stats = 1;
+    d.stats_required = fuse == 2;
+    d.shiftp = dsh;
+    d.sump = dsum;
+    d.sqsump = dsum + k;
+    d.label = label;
+    ih_err e = model_cuda_conv_graph_create(&g, L->h, &d, WS_CAP);
+    CHECK(e == IH_OK, "stats %s %s: create: %s", L->pr->name, L->sh->name, ih_last_error());
+    if (e != IH_OK) goto out;
+    const int batches[2] = {NMAX, 1};
+    for (int b = 0; b < 3; b++) {
+        int nb = b < 2 ? batches[b] : NMAX, captured = b == 2;
+        e = model_cuda_conv_graph_set_batch(g, nb, WS_CAP);
+        CHECK(e == IH_OK, "stats %s %s: set_batch(%d): %s", L->pr->name, L->sh->name, nb, ih_last_error());
+        if (e != IH_OK) goto out;
+        if (!model_cuda_conv_graph_has_stats(g)) {
+            printf("NOTE %s %s, batch %d: cuDNN has no engine for the forward with statistics (see the WARN above)\n",
+                   L->pr->name, L->sh->name, nb);
+            continue;
+        }
+        if (!ensure_ws(L, model_cuda_conv_graph_workspace(g)) || !prime(L, 0)) goto out;
+        if (captured) ce = cudaStreamBeginCapture(L->s, cudaStreamCaptureModeThreadLocal);
+        if (ce == cudaSuccess) ce = cudaMemsetAsync(dsum, 0, 2 * k * sizeof(float), L->s);
+        e = ce == cudaSuccess ? model_cuda_conv_graph_fwd_stats(g, L->x_d, L->w_d, L->y_d, dsh, dsum, dsum + k, L->ws)
+                              : IH_E_CUDA;
+        CHECK(e == IH_OK, "stats %s %s, batch %d: %s", L->pr->name, L->sh->name, nb,
+              ce != cudaSuccess ? cudaGetErrorString(ce) : ih_last_error());
+        if (captured) {
+            cudaError_t ce2 = cudaStreamEndCapture(L->s, &cg);
+            if (ce == cudaSuccess) ce = ce2;
+            if (ce == cudaSuccess && e == IH_OK) ce = cudaGraphInstantiate(&ex, cg, 0);
+            /* junk first: the replay's own zeroing must clear it */
+            if (ce == cudaSuccess && e == IH_OK) ce = cudaMemsetAsync(dsum, 0x7f, 2 * k * sizeof(float), L->s);
+            if (ce == cudaSuccess && e == IH_OK) ce = cudaGraphLaunch(ex, L->s);
+        }
+        if (ce == cudaSuccess) ce = cudaStreamSynchronize(L->s);
+        if (ce == cudaSuccess) ce = cudaMemcpy(hsum, dsum, 2 * k * sizeof(float), cudaMemcpyDeviceToHost);
+        CHECK(ce == cudaSuccess, "stats %s %s, batch %d: %s", L->pr->name, L->sh->name, nb, cudaGetErrorString(ce));
+        if (ce != cudaSuccess || e != IH_OK) goto out;
+        const char *api = captured ? "graph+stats (captured)" : "graph+stats";
+        reference(L, nb, 0, R);
+        char what[200];
+        snprintf(what, sizeof what, "%s %s %s, batch %d, forward", api, L->pr->name, L->sh->name, nb);
+        size_t ny = (size_t)nb * L->oh * L->ow * k;
+        if (download(L, got, L->y_d, ny)) compare(L, what, got, R->y, R->ym, ny);
+        check_stats(L, nb, R, shift, hsum, hsum + k, api);
+    }
+out:
+    if (ex) cudaGraphExecDestroy(ex);
+    if (cg) cudaGraphDestroy(cg);
+    model_cuda_conv_graph_destroy(g);
+    if (dsh) cudaFree(dsh);
+    if (dsum) cudaFree(dsum);
+}
+
 static void run_layer(cudnnHandle_t h, cudaStream_t s, const shape *sh, const prec *pr)
 {
     layer L;
@@ -482,6 +628,7 @@ static void run_layer(cudnnHandle_t h, cudaStream_t s, const shape *sh, const pr
         legacy_run(&L, NMAX, beta, &R, got);
         legacy_run(&L, 1, beta, &R, got);
     }
+    if (ok && !pr->exact) stats_run(&L, &R, got);
     printf("%s %s: graph and legacy checked\n", pr->name, sh->name);
     for (int i = 0; i < 6; i++)
         if (*bufs[i]) cudaFree(*bufs[i]);
@@ -500,7 +647,7 @@ static void run_layer(cudnnHandle_t h, cudaStream_t s, const shape *sh, const pr
     free(got);
 }
 
-/* IH_CUDNN_API parsing needs no device, so it is checked before the skip. */
+/* IH_CUDNN_API and IH_CUDNN_FUSE parsing need no device, so they are checked before the skip. */
 static void check_api_env(void)
 {
     static const struct {
@@ -522,6 +669,29 @@ static void check_api_env(void)
                   "the message names the accepted values: %s", ih_last_error());
     }
     unsetenv("IH_CUDNN_API");
+    static const struct {
+        const char *v;
+        ih_err want;
+        int fuse;
+    } fcases[] = {{NULL, IH_OK, 0}, {"", IH_OK, 0}, {"none", IH_OK, 0}, {"stats", IH_OK, 1},
+                  {"stats:require", IH_OK, 2}, {"bn", IH_E_USAGE, 0}, {"stats:", IH_E_USAGE, 0}};
+    const char *keep = getenv("IH_CUDNN_FUSE");
+    char saved[64] = "";
+    if (keep) snprintf(saved, sizeof saved, "%s", keep);
+    for (size_t i = 0; i < sizeof fcases / sizeof fcases[0]; i++) {
+        int fuse = -1;
+        if (fcases[i].v) setenv("IH_CUDNN_FUSE", fcases[i].v, 1);
+        else unsetenv("IH_CUDNN_FUSE");
+        ih_err e = model_cuda_conv_fuse_from_env(&fuse);
+        CHECK(e == fcases[i].want && (e != IH_OK || fuse == fcases[i].fuse),
+              "IH_CUDNN_FUSE=%s: got %d (fuse %d), want %d (fuse %d)", fcases[i].v ? fcases[i].v : "(unset)", (int)e,
+              fuse, (int)fcases[i].want, fcases[i].fuse);
+        if (e == IH_E_USAGE)
+            CHECK(strstr(ih_last_error(), "stats:require") && strstr(ih_last_error(), "none"),
+                  "the message names the accepted values: %s", ih_last_error());
+    }
+    if (keep) setenv("IH_CUDNN_FUSE", saved, 1); /* stats_run reads it: the caller's choice stands */
+    else unsetenv("IH_CUDNN_FUSE");
 }
 
 int main(void)
