@@ -533,7 +533,7 @@ __global__ void nonfinite_k(const float *g, size_t len, int *flag)
 /* A tile: at most SGD_TILE consecutive parameters inside one optimizer segment, so one
  * block applies one weight decay (0 on no_decay segments). Built once by sgd_setup. */
 enum { SGD_TILE = 4096 };
-typedef struct {
+typedef struct sgd_tile { /* named: net_impl.h declares it */
     size_t off;
     unsigned cnt;
     float wd;

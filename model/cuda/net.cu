@@ -6,10 +6,16 @@
  * cuDNN's heuristics (cudnnGet*Algorithm_v7): the first one that is supported, fits the
  * workspace cap, is deterministic (so the same batch gives the same bits, as on the CPU) and,
  * in the fp32 exact mode, uses plain FMA math (no TF32); in bf16 mode they are then replaced
- * by cudnnFind's measured fastest (conv_find). One workspace for all layers.
+ * by cudnnFind's measured fastest (conv.cu). One workspace for all layers.
  * IH_CUDNN_API=graph runs the same three directions on cuDNN's backend graph API instead
  * (conv_graph.c: plans from its heuristics under the same determinism/no-TF32 policy, no
- * measurement); conv_fwd/conv_bwd_data/conv_bwd_filter dispatch per layer.
+ * measurement); conv.cu's model_cuda_conv_fwd/_bwd_data/_bwd_filter dispatch per layer.
+ * IH_CUDNN_FUSE=stats (bf16/fp16; implies the graph API): a conv whose output goes straight
+ * into a BN (layer i + 1) also sums that output per channel, shifted by the BN's running mean,
+ * into partial[0][2][k] (conv_graph.h's forward with statistics), and the BN's training
+ * forward finalizes from those sums instead of its own statistics pass (bn_fwd_train_t, pre).
+ * Training forward only: eval runs the plain forward. Per layer and batch size, where cuDNN
+ * has no engine for it the layer keeps the separate pass (stats:require: create fails).
  * A training step is captured as a CUDA graph per (batch, loss scale) and replayed; input
  * copies run on their own stream, overlapped with the previous step (put_input).
  * Precision of tensors: the normalised input has the compute type, with its 3 channels
@@ -45,122 +51,18 @@
 
 #include "core/cuda_check.h"
 #include "core/log.h"
-#include "model/cuda/conv_graph.h"
 #include "model/cuda/kernels.cuh"
 #include "model/cuda/net.h"
 #include "model/cuda/probe.h"
+#include "model/cuda/net_impl.h"
 #include "model/input_norm.h"
 
-enum { F32 = 0, BF16 = 1, F16 = 2 };
-enum { PMAX = 1024 };                          /* row blocks of a BN reduction */
-static const size_t WS_CAP = (size_t)1 << 30; /* cuDNN workspace cap, bytes */
 /* fp16 dynamic loss scaling: initial scale, good steps before doubling, largest scale (the
  * usual AMP defaults; powers of two, so scaling and unscaling are exact) */
 static const double LS_INIT = 65536.0, LS_MAX = 16777216.0;
 enum { LS_GROWTH = 2000 };
 
-typedef struct {
-    cudnnTensorDescriptor_t x, y;
-    cudnnFilterDescriptor_t w;
-    cudnnConvolutionDescriptor_t cf, cd, cw; /* per direction: each keeps its math type */
-    cudnnConvolutionFwdAlgo_t fa;
-    cudnnConvolutionBwdDataAlgo_t da;
-    cudnnConvolutionBwdFilterAlgo_t wa;
-    model_cuda_conv_graph *gp;   /* IH_CUDNN_API=graph: the graph-API plans (the rest unused) */
-} conv_plan;
-
-struct model_cuda_net {
-    const model_graph *g;
-    int max_batch, cur_n, sms;
-    int dev;                       /* CUDA device ordinal (current at create) */
-    cudaStream_t xs;               /* another component's work on the gradients (NCCL, the
-                                      per-bucket uploads of the host path) */
-    cudaEvent_t xev;               /* joins xs into s (model_cuda_join_uploads) */
-    double momentum, eps;
-    model_precision prec;
-    int graph_api;                 /* IH_CUDNN_API=graph (conv_graph.h), read at create */
-    int fuse_stats;                /* IH_CUDNN_FUSE: 0 none, 1 stats, 2 stats:require (bf16/fp16) */
-    cudaStream_t s;
-    cudnnHandle_t dnn;
-    cublasHandle_t blas;
-    float *params, *grads, *state; /* fp32 master, flat */
-    void *params16, *wgrad16;      /* bf16/fp16 modes: 2-byte copies with the flat offsets */
-    int lp;                        /* the low-precision type: BF16, F16, or F32 (exact mode) */
-    /* fp16 dynamic loss scaling (file header); ls = 1 in the other modes */
-    double ls;                     /* current loss scale, a power of two */
-    int good_steps;                /* steps since the last overflow or growth */
-    int64_t skipped;               /* overflowed steps (not applied) */
-    int *d_skip, *h_skip;          /* the last SGD step's overflow flag; pinned copy */
-    cudaEvent_t skip_ev;           /* h_skip landed */
-    int skip_pending;              /* an SGD step's flag not yet read */
-    int cpad;                      /* channels of the stored input tensor (3 padded) */
-    void *wpad, *dwpad;            /* the input conv's padded weights and weight gradient */
-    unsigned char *arena;
-    void **val, **grad;            /* per tensor; grad[0] = NULL */
-    int *dt;                       /* per tensor: F32 or lp */
-    int *fuse;                     /* per layer: 1 = BN/ADD with the next (ReLU) layer fused */
-    conv_plan *conv;               /* per layer (CONV only) */
-    float *aux, *partial;
-    size_t *aux_off, *arg_off;
-    int32_t *argmax;
-    void *ws;
-    size_t ws_bytes;
-    uint8_t *d_img, *d_img_in;     /* graph input; copy-stream landing buffer */
-    int32_t *d_lab, *d_lab_in;
-    uint8_t *h_img;                /* pinned staging for pageable callers' images */
-    int32_t *h_lab;                /* pinned staging for labels */
-    cudaStream_t cs;               /* input copies, overlapped with the previous step */
-    cudaEvent_t copied, landed_free; /* input landed on the device; landing buffer reusable */
-    /* the captured training step per variant (0: events only, 1: with host gradient copies),
-     * each for its graph_n / graph_scale */
-    cudaGraphExec_t graph[2];
-    int graph_n[2], graph_off, capturing;
-    int graph_require;             /* IH_CUDA_GRAPH=require: a failed capture is an error */
-    double graph_scale[2], graph_ls[2]; /* graph_ls: the fp16 loss scale baked in */
-    /* the key of the last eager warm-up step per variant: a key is captured on its second use */
-    int warm_n[2];
-    double warm_scale[2], warm_ls[2];
-    /* grad-ready points: one per parameter layer, in backward order; point j covers
-     * grads[pt_off[j], pt_hi[j]) and completes with event pt_ev[variant][j] */
-    int npts;
-    int *layer_pt;                 /* per layer: its point, or -1 */
-    size_t *pt_off, *pt_hi;
-    cudaEvent_t *pt_ev[2];
-    cudaStream_t gs;               /* gradient copies to the host (joins the captured step) */
-    cudaEvent_t gfork, gjoin;
-    float *h_grads;                /* pinned host gradient mirror */
-    float *mom;                    /* device momentum (sgd_setup) */
-    sgd_tile *tiles;               /* device tile table (sgd_setup) */
-    unsigned ntiles;
-    void *blas_ws;
-    double *d_loss, *h_loss;
-    int *d_hit, *h_hit;
-};
-
-typedef model_cuda_net net;
-
 static ih_err resolve_skip(net *e);
-
-static size_t tsize(const model_graph *g, int t)
-{
-    const model_shape *s = &g->tensors[t];
-    return (size_t)s->h * s->w * s->c;
-}
-
-static size_t elsize(int dt) { return dt == F32 ? 4 : 2; }
-static cudnnDataType_t dnn_type(int dt)
-{
-    return dt == BF16 ? CUDNN_DATA_BFLOAT16 : dt == F16 ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;
-}
-static const char *dt_name(int dt) { return dt == BF16 ? "bf16" : dt == F16 ? "fp16" : "fp32"; }
-/* element off of a 2-byte (bf16/fp16) flat buffer */
-static void *lp_at(void *base, size_t off) { return (char *)base + 2 * off; }
-
-static unsigned grid_for(const net *e, size_t work, unsigned threads)
-{
-    size_t b = (work + threads - 1) / threads, cap = (size_t)e->sms * 16;
-    return (unsigned)(b < 1 ? 1 : b > cap ? cap : b);
-}
 
 int model_cuda_available(char *why, size_t why_len)
 {
@@ -387,283 +289,6 @@ template <typename T> static ih_err avgpool_t(net *e, const model_layer *l, int 
     return IH_OK;
 }
 
-/* ---- convolution plans ---- */
-
-static ih_err conv_set_batch(net *e, conv_plan *p, const model_layer *l, int n)
-{
-    const model_shape *xs = &e->g->tensors[l->in[0]], *ys = &e->g->tensors[l->out];
-    cudnnDataType_t t = dnn_type(e->dt[l->in[0]]);
-    int c = l->in[0] == 0 ? e->cpad : xs->c;
-    IH_CUDNN(cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NHWC, t, n, c, xs->h, xs->w));
-    IH_CUDNN(cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NHWC, t, n, ys->c, ys->h, ys->w));
-    return IH_OK;
-}
-
-/* Index of the first acceptable result: supported, fits, deterministic (if any is); in
- * exact mode the descriptors keep FMA math, which rules tensor-core (TF32) kernels out.
- * -1 if none. */
-#define PICK_ALGO(res, cnt, cap, out)                                                     \
-    do {                                                                                  \
-        (out) = -1;                                                                       \
-        for (int pass = 0; pass < 2 && (out) < 0; pass++)                                 \
-            for (int i_ = 0; i_ < (cnt); i_++) {                                          \
-                if ((res)[i_].status != CUDNN_STATUS_SUCCESS || (res)[i_].memory > (cap)) continue; \
-                if (pass == 0 && (res)[i_].determinism != CUDNN_DETERMINISTIC) continue;  \
-                (out) = i_;                                                               \
-                break;                                                                    \
-            }                                                                             \
-    } while (0)
-
-/* beta of a conv's backward data / backward filter (1: accumulate into the gradient), one
- * rule for both APIs, since the graph plans are built with it: dx accumulates where the
- * graph says so; fp32 weight gradients accumulate into the fp32 gradients, while the bf16/fp16
- * scratch and the stem's padded gradient are overwritten and added afterwards. */
-static int accum_data(const model_layer *l) { return l->accum[0] > 0; }
-static int accum_filter(const net *e, const model_layer *l) { return e->dt[l->in[0]] == F32 && l->in[0] != 0; }
-
-/* IH_CUDNN_API=graph: the layer's plans on the backend graph API at max_batch, on the buffers
- * the step will use (their alignment is promised to cuDNN). Grows *ws_need. */
-static ih_err conv_graph_plan(net *e, int li, size_t *ws_need)
-{
-    const model_layer *l = &e->g->layers[li];
-    const model_shape *xs = &e->g->tensors[l->in[0]], *ys = &e->g->tensors[l->out];
-    const int dt = e->dt[l->in[0]], padded = l->in[0] == 0, lp = dt != F32;
-    if (ys->h != (xs->h + 2 * l->pad - l->r) / l->stride + 1 || ys->w != (xs->w + 2 * l->pad - l->s) / l->stride + 1)
-        return ih_fail(IH_E_INTERNAL, "model cuda: conv layer %d: output %dx%d does not follow from its input",
-                       li, ys->h, ys->w);
-    char label[160];
-    snprintf(label, sizeof label, "conv layer %d (%dx%dx%d -> %d, %dx%d/%d, %s)", li, xs->h, xs->w,
-             padded ? e->cpad : xs->c, l->k, l->r, l->s, l->stride, dt_name(dt));
-    model_cuda_conv_graph_desc d;
-    memset(&d, 0, sizeof d);
-    d.n = e->max_batch;
-    d.h = xs->h;
-    d.w = xs->w;
-    d.c = padded ? e->cpad : xs->c;
-    d.k = l->k;
-    d.r = l->r;
-    d.s = l->s;
-    d.stride = l->stride;
-    d.pad = l->pad;
-    d.type = dnn_type(dt);
-    d.exact = e->prec == MODEL_PREC_FP32;
-    d.bwd_data = l->accum[0] >= 0;
-    d.beta_data = (float)accum_data(l);
-    d.beta_filter = (float)accum_filter(e, l);
-    d.xp = e->val[l->in[0]];
-    d.yp = e->val[l->out];
-    d.dxp = d.bwd_data ? e->grad[l->in[0]] : NULL;
-    d.dyp = e->grad[l->out];
-    d.wp = padded ? e->wpad : lp ? lp_at(e->params16, l->w_off) : (const void *)(e->params + l->w_off);
-    d.dwp = padded ? e->dwpad : lp ? lp_at(e->wgrad16, l->w_off) : (const void *)(e->grads + l->w_off);
-    d.label = label;
-    /* IH_CUDNN_FUSE=stats: the BN right after this conv, on its output, gets the statistics from
-     * the conv (forward() relies on this rule: layer li + 1, partial, that BN's running mean) */
-    const model_layer *next = li + 1 < e->g->nlayers ? &e->g->layers[li + 1] : NULL;
-    if (e->fuse_stats && lp && next && next->op == MODEL_OP_BN && next->in[0] == l->out) {
-        d.fwd_stats = 1;
-        d.stats_required = e->fuse_stats == 2;
-        d.shiftp = e->state + next->state_off;
-        d.sump = e->partial;
-        d.sqsump = e->partial + l->k;
-    }
-    IH_TRY(model_cuda_conv_graph_create(&e->conv[li].gp, e->dnn, &d, WS_CAP));
-    size_t ws = model_cuda_conv_graph_workspace(e->conv[li].gp);
-    if (ws > *ws_need) *ws_need = ws;
-    return IH_OK;
-}
-
-static ih_err conv_plan_create(net *e, int li, size_t *ws_need)
-{
-    if (e->graph_api) return conv_graph_plan(e, li, ws_need);
-    const model_graph *g = e->g;
-    const model_layer *l = &g->layers[li];
-    conv_plan *p = &e->conv[li];
-    const model_shape *xs = &g->tensors[l->in[0]];
-    int dt = e->dt[l->in[0]];
-    int exact = e->prec == MODEL_PREC_FP32;
-    IH_CUDNN(cudnnCreateTensorDescriptor(&p->x));
-    IH_CUDNN(cudnnCreateTensorDescriptor(&p->y));
-    IH_CUDNN(cudnnCreateFilterDescriptor(&p->w));
-    IH_CUDNN(cudnnCreateConvolutionDescriptor(&p->cf));
-    IH_CUDNN(cudnnCreateConvolutionDescriptor(&p->cd));
-    IH_CUDNN(cudnnCreateConvolutionDescriptor(&p->cw));
-    IH_TRY(conv_set_batch(e, p, l, e->max_batch));
-    IH_CUDNN(cudnnSetFilter4dDescriptor(p->w, dnn_type(dt), CUDNN_TENSOR_NHWC, l->k,
-                                        l->in[0] == 0 ? e->cpad : xs->c, l->r, l->s));
-    cudnnMathType_t math = exact ? CUDNN_FMA_MATH : dt != F32 ? CUDNN_TENSOR_OP_MATH : CUDNN_DEFAULT_MATH;
-    cudnnConvolutionDescriptor_t cds[3] = {p->cf, p->cd, p->cw};
-    for (int i = 0; i < 3; i++) {
-        IH_CUDNN(cudnnSetConvolution2dDescriptor(cds[i], l->pad, l->pad, l->stride, l->stride, 1, 1,
-                                                 CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-        IH_CUDNN(cudnnSetConvolutionMathType(cds[i], math));
-    }
-    int cnt = 0, q;
-    cudnnConvolutionFwdAlgoPerf_t fr[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-    IH_CUDNN(cudnnGetConvolutionForwardAlgorithm_v7(e->dnn, p->x, p->w, p->cf, p->y,
-                                                    CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &cnt, fr));
-    PICK_ALGO(fr, cnt, WS_CAP, q);
-    if (q < 0) { /* heuristics found nothing: take the first algorithm that says it can */
-        for (int a = 0; a < CUDNN_CONVOLUTION_FWD_ALGO_COUNT && q < 0; a++) {
-            size_t sz = 0;
-            if (cudnnGetConvolutionForwardWorkspaceSize(e->dnn, p->x, p->w, p->cf, p->y,
-                    (cudnnConvolutionFwdAlgo_t)a, &sz) == CUDNN_STATUS_SUCCESS && sz <= WS_CAP) {
-                q = 0;
-                fr[0].algo = (cudnnConvolutionFwdAlgo_t)a;
-                fr[0].memory = sz;
-                fr[0].mathType = math;
-            }
-        }
-        IH_WARN("model cuda: conv layer %d: no forward algorithm from cuDNN's heuristics (%d "
-                "results, first status %s); fallback: %d", li, cnt,
-                cnt ? cudnnGetErrorString(fr[0].status) : "-", q < 0 ? -1 : (int)fr[0].algo);
-        if (q < 0) goto none;
-    }
-    p->fa = fr[q].algo;
-    if (!exact) IH_CUDNN(cudnnSetConvolutionMathType(p->cf, fr[q].mathType));
-    if (fr[q].memory > *ws_need) *ws_need = fr[q].memory;
-
-    cudnnConvolutionBwdDataAlgoPerf_t dr[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-    if (l->accum[0] >= 0) {
-        IH_CUDNN(cudnnGetConvolutionBackwardDataAlgorithm_v7(
-            e->dnn, p->w, p->y, p->cd, p->x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &cnt, dr));
-        PICK_ALGO(dr, cnt, WS_CAP, q);
-        if (q < 0) {
-            for (int a = 0; a < CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT && q < 0; a++) {
-                size_t sz = 0;
-                if (cudnnGetConvolutionBackwardDataWorkspaceSize(e->dnn, p->w, p->y, p->cd, p->x,
-                        (cudnnConvolutionBwdDataAlgo_t)a, &sz) == CUDNN_STATUS_SUCCESS && sz <= WS_CAP) {
-                    q = 0;
-                    dr[0].algo = (cudnnConvolutionBwdDataAlgo_t)a;
-                    dr[0].memory = sz;
-                    dr[0].mathType = math;
-                }
-            }
-            IH_WARN("model cuda: conv layer %d: no backward-data algorithm from the heuristics; "
-                    "fallback: %d", li, q < 0 ? -1 : (int)dr[0].algo);
-            if (q < 0) goto none;
-        }
-        p->da = dr[q].algo;
-        if (!exact) IH_CUDNN(cudnnSetConvolutionMathType(p->cd, dr[q].mathType));
-        if (dr[q].memory > *ws_need) *ws_need = dr[q].memory;
-    }
-    cudnnConvolutionBwdFilterAlgoPerf_t wr[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-    IH_CUDNN(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-        e->dnn, p->x, p->y, p->cw, p->w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &cnt, wr));
-    PICK_ALGO(wr, cnt, WS_CAP, q);
-    if (q < 0) {
-        for (int a = 0; a < CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT && q < 0; a++) {
-            size_t sz = 0;
-            if (cudnnGetConvolutionBackwardFilterWorkspaceSize(e->dnn, p->x, p->y, p->cw, p->w,
-                    (cudnnConvolutionBwdFilterAlgo_t)a, &sz) == CUDNN_STATUS_SUCCESS && sz <= WS_CAP) {
-                q = 0;
-                wr[0].algo = (cudnnConvolutionBwdFilterAlgo_t)a;
-                wr[0].memory = sz;
-                wr[0].mathType = math;
-            }
-        }
-        IH_WARN("model cuda: conv layer %d: no backward-filter algorithm from the heuristics; "
-                "fallback: %d", li, q < 0 ? -1 : (int)wr[0].algo);
-        if (q < 0) goto none;
-    }
-    p->wa = wr[q].algo;
-    if (!exact) IH_CUDNN(cudnnSetConvolutionMathType(p->cw, wr[q].mathType));
-    if (wr[q].memory > *ws_need) *ws_need = wr[q].memory;
-    { /* the heuristics' memory figure is an estimate: ask for the exact sizes too */
-        size_t a = 0, b = 0, c = 0;
-        IH_CUDNN(cudnnGetConvolutionForwardWorkspaceSize(e->dnn, p->x, p->w, p->cf, p->y, p->fa, &a));
-        if (l->accum[0] >= 0)
-            IH_CUDNN(cudnnGetConvolutionBackwardDataWorkspaceSize(e->dnn, p->w, p->y, p->cd, p->x,
-                                                                  p->da, &b));
-        IH_CUDNN(cudnnGetConvolutionBackwardFilterWorkspaceSize(e->dnn, p->x, p->y, p->cw, p->w,
-                                                                p->wa, &c));
-        if (a > *ws_need) *ws_need = a;
-        if (b > *ws_need) *ws_need = b;
-        if (c > *ws_need) *ws_need = c;
-    }
-    IH_TRACE(IH_LOG_MODEL, "conv layer %d (%s, %dx%dx%d -> %d, %dx%d/%d): algos fwd %d bwd-data %d "
-             "bwd-filter %d", li, dt_name(dt), xs->h, xs->w, xs->c, l->k, l->r,
-             l->s, l->stride, (int)p->fa, (int)p->da, (int)p->wa);
-    return IH_OK;
-none:
-    return ih_fail(IH_E_CUDA, "cuDNN: no usable %s algorithm for conv layer %d (%dx%dx%d -> %d, "
-                   "kernel %dx%d, stride %d, %s%s); this cuDNN build does not support the shape",
-                   "convolution", li, xs->h, xs->w, xs->c, l->k, l->r, l->s, l->stride,
-                   dt_name(dt), exact ? ", FMA math" : "");
-}
-
-/* bf16 (speed) mode: replaces the heuristics' choices by cuDNN's measured ones
- * (cudnnFind*AlgorithmEx on the real buffers at max_batch, as PyTorch's cudnn.benchmark),
- * with at most `cap` bytes of workspace. Fastest deterministic algorithm unless a
- * non-deterministic one is more than 10% faster (bf16 results are compared by L2, not bits).
- * The calls write into activations, activation gradients and the bf16 weight-gradient
- * scratch, all of which a step overwrites before reading. Grows *ws_need. */
-#define FIND_PICK(res, cnt, cap, out)                                                      \
-    do {                                                                                   \
-        int any_ = -1, det_ = -1;                                                          \
-        for (int i_ = 0; i_ < (cnt); i_++) {                                               \
-            if ((res)[i_].status != CUDNN_STATUS_SUCCESS || (res)[i_].memory > (cap)) continue; \
-            if (any_ < 0) any_ = i_;                                                       \
-            if (det_ < 0 && (res)[i_].determinism == CUDNN_DETERMINISTIC) det_ = i_;       \
-        }                                                                                  \
-        (out) = det_ >= 0 && (res)[det_].time <= 1.1f * (res)[any_].time ? det_ : any_;    \
-    } while (0)
-
-static ih_err conv_find(net *e, int li, void *ws, size_t cap, size_t *ws_need)
-{
-    const model_layer *l = &e->g->layers[li];
-    conv_plan *p = &e->conv[li];
-    int padded = l->in[0] == 0, cnt = 0, q = -1;
-    const void *w = padded ? e->wpad : (const void *)lp_at(e->params16, l->w_off);
-    void *dw = padded ? e->dwpad : lp_at(e->wgrad16, l->w_off);
-    cudnnConvolutionFwdAlgoPerf_t fr[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-    IH_CUDNN(cudnnSetConvolutionMathType(p->cf, CUDNN_TENSOR_OP_MATH));
-    IH_CUDNN(cudnnFindConvolutionForwardAlgorithmEx(e->dnn, p->x, e->val[l->in[0]], p->w, w, p->cf,
-                                                    p->y, e->val[l->out], CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
-                                                    &cnt, fr, ws, cap));
-    FIND_PICK(fr, cnt, cap, q);
-    if (q >= 0) {
-        p->fa = fr[q].algo;
-        if (fr[q].memory > *ws_need) *ws_need = fr[q].memory;
-        IH_CUDNN(cudnnSetConvolutionMathType(p->cf, fr[q].mathType));
-    }
-    if (l->accum[0] >= 0) {
-        cudnnConvolutionBwdDataAlgoPerf_t dr[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-        IH_CUDNN(cudnnSetConvolutionMathType(p->cd, CUDNN_TENSOR_OP_MATH));
-        IH_CUDNN(cudnnFindConvolutionBackwardDataAlgorithmEx(
-            e->dnn, p->w, w, p->y, e->grad[l->out], p->cd, p->x, e->grad[l->in[0]],
-            CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &cnt, dr, ws, cap));
-        FIND_PICK(dr, cnt, cap, q);
-        if (q >= 0) {
-            p->da = dr[q].algo;
-            if (dr[q].memory > *ws_need) *ws_need = dr[q].memory;
-            IH_CUDNN(cudnnSetConvolutionMathType(p->cd, dr[q].mathType));
-        }
-    }
-    cudnnConvolutionBwdFilterAlgoPerf_t wr[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-    IH_CUDNN(cudnnSetConvolutionMathType(p->cw, CUDNN_TENSOR_OP_MATH));
-    IH_CUDNN(cudnnFindConvolutionBackwardFilterAlgorithmEx(
-        e->dnn, p->x, e->val[l->in[0]], p->y, e->grad[l->out], p->cw, p->w, dw,
-        CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &cnt, wr, ws, cap));
-    FIND_PICK(wr, cnt, cap, q);
-    if (q >= 0) {
-        p->wa = wr[q].algo;
-        if (wr[q].memory > *ws_need) *ws_need = wr[q].memory;
-        IH_CUDNN(cudnnSetConvolutionMathType(p->cw, wr[q].mathType));
-    }
-    size_t a = 0, b = 0, c = 0; /* exact sizes for the chosen algorithms and math types */
-    IH_CUDNN(cudnnGetConvolutionForwardWorkspaceSize(e->dnn, p->x, p->w, p->cf, p->y, p->fa, &a));
-    if (l->accum[0] >= 0)
-        IH_CUDNN(cudnnGetConvolutionBackwardDataWorkspaceSize(e->dnn, p->w, p->y, p->cd, p->x, p->da, &b));
-    IH_CUDNN(cudnnGetConvolutionBackwardFilterWorkspaceSize(e->dnn, p->x, p->y, p->cw, p->w, p->wa, &c));
-    if (a > *ws_need) *ws_need = a;
-    if (b > *ws_need) *ws_need = b;
-    if (c > *ws_need) *ws_need = c;
-    IH_TRACE(IH_LOG_MODEL, "conv layer %d: measured algos fwd %d bwd-data %d bwd-filter %d", li,
-             (int)p->fa, (int)p->da, (int)p->wa);
-    return IH_OK;
-}
-
 /* Re-describes every conv for batch n (no allocation) and checks the workspace still fits. */
 static ih_err set_batch(net *e, int n)
 {
@@ -677,7 +302,7 @@ static ih_err set_batch(net *e, int n)
             IH_TRY(model_cuda_conv_graph_set_batch(p->gp, n, e->ws_bytes));
             continue;
         }
-        IH_TRY(conv_set_batch(e, p, l, n));
+        IH_TRY(model_cuda_conv_set_batch(e, p, l, n));
         size_t a = 0, b = 0, c = 0;
         IH_CUDNN(cudnnGetConvolutionForwardWorkspaceSize(e->dnn, p->x, p->w, p->cf, p->y, p->fa, &a));
         if (l->accum[0] >= 0)
@@ -960,7 +585,7 @@ static ih_err create_inner(net *e)
 
     size_t ws = 0;
     for (int i = 0; i < nl; i++)
-        if (g->layers[i].op == MODEL_OP_CONV) IH_TRY(conv_plan_create(e, i, &ws));
+        if (g->layers[i].op == MODEL_OP_CONV) IH_TRY(model_cuda_conv_plan_create(e, i, &ws));
     const char *fenv = getenv("IH_CUDNN_FIND");
     if (cdt != F32 && !e->graph_api && !(fenv && !strcmp(fenv, "0"))) {
         /* measure at create (seconds for ResNet-50); IH_CUDNN_FIND=0 keeps the heuristics */
@@ -974,7 +599,7 @@ static ih_err create_inner(net *e)
         } else {
             ih_err fe = IH_OK;
             for (int i = 0; i < nl && fe == IH_OK; i++)
-                if (g->layers[i].op == MODEL_OP_CONV) fe = conv_find(e, i, tmp, cap, &fws);
+                if (g->layers[i].op == MODEL_OP_CONV) fe = model_cuda_conv_find(e, i, tmp, cap, &fws);
             cudaError_t ce = cudaFree(tmp);
             IH_TRY(fe);
             if (ce != cudaSuccess)
@@ -1325,35 +950,6 @@ static ih_err put_input(net *e, const uint8_t *images, const int32_t *labels, in
     return IH_OK;
 }
 
-/* The three convolution directions on the API chosen at create; alpha 1, beta from
- * accum_data/accum_filter (baked into the graph plans). Queued on s; may be captured. */
-static ih_err conv_fwd(net *e, conv_plan *p, const void *x, const void *w, void *y)
-{
-    static const float one = 1.0f, zero = 0.0f;
-    if (p->gp) return model_cuda_conv_graph_fwd(p->gp, x, w, y, e->ws);
-    IH_CUDNN(cudnnConvolutionForward(e->dnn, &one, p->x, x, p->w, w, p->cf, p->fa, e->ws, e->ws_bytes, &zero,
-                                     p->y, y));
-    return IH_OK;
-}
-
-static ih_err conv_bwd_data(net *e, conv_plan *p, const model_layer *l, const void *w, const void *dy, void *dx)
-{
-    static const float one = 1.0f, zero = 0.0f;
-    if (p->gp) return model_cuda_conv_graph_bwd_data(p->gp, dy, w, dx, e->ws);
-    IH_CUDNN(cudnnConvolutionBackwardData(e->dnn, &one, p->w, w, p->y, dy, p->cd, p->da, e->ws, e->ws_bytes,
-                                          accum_data(l) ? &one : &zero, p->x, dx));
-    return IH_OK;
-}
-
-static ih_err conv_bwd_filter(net *e, conv_plan *p, const model_layer *l, const void *x, const void *dy, void *dw)
-{
-    static const float one = 1.0f, zero = 0.0f;
-    if (p->gp) return model_cuda_conv_graph_bwd_filter(p->gp, x, dy, dw, e->ws);
-    IH_CUDNN(cudnnConvolutionBackwardFilter(e->dnn, &one, p->x, x, p->y, dy, p->cw, p->wa, e->ws, e->ws_bytes,
-                                            accum_filter(e, l) ? &one : &zero, p->w, dw));
-    return IH_OK;
-}
-
 /* Forward from d_img (put_input first). No host synchronisation: may be captured. */
 static ih_err forward(net *e, int n, int train)
 {
@@ -1389,7 +985,7 @@ static ih_err forward(net *e, int n, int train)
                             : tx != F32   ? (const void *)lp_at(e->params16, l->w_off)
                                           : (const void *)(e->params + l->w_off);
             if (train && p->gp && model_cuda_conv_graph_has_stats(p->gp)) {
-                /* the BN after it (conv_graph_plan's rule) reads the sums from partial */
+                /* the BN after it (conv.cu's conv_graph_plan rule) reads the sums from partial */
                 const model_layer *bn = &g->layers[i + 1];
                 IH_CUDA(cudaMemsetAsync(e->partial, 0, 2 * (size_t)l->k * sizeof(float), e->s));
                 IH_TRY(model_cuda_conv_graph_fwd_stats(p->gp, e->val[l->in[0]], w, e->val[l->out],
@@ -1398,7 +994,7 @@ static ih_err forward(net *e, int n, int train)
                 stats_of = l->out;
                 continue; /* the next layer, with stats_of kept */
             }
-            IH_TRY(conv_fwd(e, p, e->val[l->in[0]], w, e->val[l->out]));
+            IH_TRY(model_cuda_conv_fwd(e, p, e->val[l->in[0]], w, e->val[l->out]));
             break;
         }
         case MODEL_OP_BN:
@@ -1467,7 +1063,7 @@ static ih_err backward(net *e, int n, int to_host)
             void *dw = padded ? e->dwpad
                        : b16  ? lp_at(e->wgrad16, l->w_off)
                               : (void *)(e->grads + l->w_off);
-            IH_TRY(conv_bwd_filter(e, p, l, e->val[l->in[0]], e->grad[l->out], dw));
+            IH_TRY(model_cuda_conv_bwd_filter(e, p, l, e->val[l->in[0]], e->grad[l->out], dw));
             /* parameter gradients are stored unscaled: x 1/ls (fp16 loss scaling; else 1) */
             const float gs = (float)(1.0 / e->ls);
             if (padded) {
@@ -1481,7 +1077,7 @@ static ih_err backward(net *e, int n, int to_host)
             if (l->accum[0] >= 0) {
                 const void *w = b16 ? (const void *)lp_at(e->params16, l->w_off)
                                     : (const void *)(e->params + l->w_off);
-                IH_TRY(conv_bwd_data(e, p, l, w, e->grad[l->out], e->grad[l->in[0]]));
+                IH_TRY(model_cuda_conv_bwd_data(e, p, l, w, e->grad[l->out], e->grad[l->in[0]]));
             }
             break;
         }

@@ -1,0 +1,152 @@
+/* model/cuda/net_impl.h — the CUDA executor's state, shared by its two translation units:
+ * net.cu (create, the step, BN/pool/loss launchers, SGD, host copies) and conv.cu (the
+ * convolution plans on cuDNN's legacy or graph API, and the three directions' dispatch).
+ * Internal: nothing outside model/cuda includes it; the interface is net.h. CUDA C++.
+ */
+#ifndef MODEL_CUDA_NET_IMPL_H
+#define MODEL_CUDA_NET_IMPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <cudnn.h>
+
+#include "core/err.h"
+#include "model/cuda/conv_graph.h"
+#include "model/cuda/net.h"
+#include "model/graph.h"
+
+enum { F32 = 0, BF16 = 1, F16 = 2 };
+enum { PMAX = 1024 };                          /* row blocks of a BN reduction */
+static const size_t WS_CAP = (size_t)1 << 30; /* cuDNN workspace cap, bytes */
+
+typedef struct {
+    cudnnTensorDescriptor_t x, y;
+    cudnnFilterDescriptor_t w;
+    cudnnConvolutionDescriptor_t cf, cd, cw; /* per direction: each keeps its math type */
+    cudnnConvolutionFwdAlgo_t fa;
+    cudnnConvolutionBwdDataAlgo_t da;
+    cudnnConvolutionBwdFilterAlgo_t wa;
+    model_cuda_conv_graph *gp;   /* IH_CUDNN_API=graph: the graph-API plans (the rest unused) */
+} conv_plan;
+
+struct model_cuda_net {
+    const model_graph *g;
+    int max_batch, cur_n, sms;
+    int dev;                       /* CUDA device ordinal (current at create) */
+    cudaStream_t xs;               /* another component's work on the gradients (NCCL, the
+                                      per-bucket uploads of the host path) */
+    cudaEvent_t xev;               /* joins xs into s (model_cuda_join_uploads) */
+    double momentum, eps;
+    model_precision prec;
+    int graph_api;                 /* IH_CUDNN_API=graph (conv_graph.h), read at create */
+    int fuse_stats;                /* IH_CUDNN_FUSE: 0 none, 1 stats, 2 stats:require (bf16/fp16) */
+    cudaStream_t s;
+    cudnnHandle_t dnn;
+    cublasHandle_t blas;
+    float *params, *grads, *state; /* fp32 master, flat */
+    void *params16, *wgrad16;      /* bf16/fp16 modes: 2-byte copies with the flat offsets */
+    int lp;                        /* the low-precision type: BF16, F16, or F32 (exact mode) */
+    /* fp16 dynamic loss scaling (file header); ls = 1 in the other modes */
+    double ls;                     /* current loss scale, a power of two */
+    int good_steps;                /* steps since the last overflow or growth */
+    int64_t skipped;               /* overflowed steps (not applied) */
+    int *d_skip, *h_skip;          /* the last SGD step's overflow flag; pinned copy */
+    cudaEvent_t skip_ev;           /* h_skip landed */
+    int skip_pending;              /* an SGD step's flag not yet read */
+    int cpad;                      /* channels of the stored input tensor (3 padded) */
+    void *wpad, *dwpad;            /* the input conv's padded weights and weight gradient */
+    unsigned char *arena;
+    void **val, **grad;            /* per tensor; grad[0] = NULL */
+    int *dt;                       /* per tensor: F32 or lp */
+    int *fuse;                     /* per layer: 1 = BN/ADD with the next (ReLU) layer fused */
+    conv_plan *conv;               /* per layer (CONV only) */
+    float *aux, *partial;
+    size_t *aux_off, *arg_off;
+    int32_t *argmax;
+    void *ws;
+    size_t ws_bytes;
+    uint8_t *d_img, *d_img_in;     /* graph input; copy-stream landing buffer */
+    int32_t *d_lab, *d_lab_in;
+    uint8_t *h_img;                /* pinned staging for pageable callers' images */
+    int32_t *h_lab;                /* pinned staging for labels */
+    cudaStream_t cs;               /* input copies, overlapped with the previous step */
+    cudaEvent_t copied, landed_free; /* input landed on the device; landing buffer reusable */
+    /* the captured training step per variant (0: events only, 1: with host gradient copies),
+     * each for its graph_n / graph_scale */
+    cudaGraphExec_t graph[2];
+    int graph_n[2], graph_off, capturing;
+    int graph_require;             /* IH_CUDA_GRAPH=require: a failed capture is an error */
+    double graph_scale[2], graph_ls[2]; /* graph_ls: the fp16 loss scale baked in */
+    /* the key of the last eager warm-up step per variant: a key is captured on its second use */
+    int warm_n[2];
+    double warm_scale[2], warm_ls[2];
+    /* grad-ready points: one per parameter layer, in backward order; point j covers
+     * grads[pt_off[j], pt_hi[j]) and completes with event pt_ev[variant][j] */
+    int npts;
+    int *layer_pt;                 /* per layer: its point, or -1 */
+    size_t *pt_off, *pt_hi;
+    cudaEvent_t *pt_ev[2];
+    cudaStream_t gs;               /* gradient copies to the host (joins the captured step) */
+    cudaEvent_t gfork, gjoin;
+    float *h_grads;                /* pinned host gradient mirror */
+    float *mom;                    /* device momentum (sgd_setup) */
+    struct sgd_tile *tiles;        /* device tile table (sgd_setup; kernels.cuh) */
+    unsigned ntiles;
+    void *blas_ws;
+    double *d_loss, *h_loss;
+    int *d_hit, *h_hit;
+};
+
+typedef model_cuda_net net;
+
+
+static inline size_t tsize(const model_graph *g, int t)
+{
+    const model_shape *s = &g->tensors[t];
+    return (size_t)s->h * s->w * s->c;
+}
+
+static inline size_t elsize(int dt) { return dt == F32 ? 4 : 2; }
+static inline cudnnDataType_t dnn_type(int dt)
+{
+    return dt == BF16 ? CUDNN_DATA_BFLOAT16 : dt == F16 ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;
+}
+static inline const char *dt_name(int dt) { return dt == BF16 ? "bf16" : dt == F16 ? "fp16" : "fp32"; }
+/* element off of a 2-byte (bf16/fp16) flat buffer */
+static inline void *lp_at(void *base, size_t off) { return (char *)base + 2 * off; }
+
+static inline unsigned grid_for(const net *e, size_t work, unsigned threads)
+{
+    size_t b = (work + threads - 1) / threads, cap = (size_t)e->sms * 16;
+    return (unsigned)(b < 1 ? 1 : b > cap ? cap : b);
+}
+
+/* beta of a conv's backward data / backward filter (1: accumulate into the gradient), one
+ * rule for both APIs, since the graph plans are built with it: dx accumulates where the
+ * graph says so; fp32 weight gradients accumulate into the fp32 gradients, while the bf16/fp16
+ * scratch and the stem's padded gradient are overwritten and added afterwards. */
+static inline int accum_data(const model_layer *l) { return l->accum[0] > 0; }
+static inline int accum_filter(const net *e, const model_layer *l) { return e->dt[l->in[0]] == F32 && l->in[0] != 0; }
+
+/* ---- conv.cu ---- */
+
+/* The layer's plans at max_batch: legacy descriptors and heuristic algorithms, or (graph_api)
+ * conv_graph.h's plans on the buffers the step uses; grows *ws_need to their workspace. */
+ih_err model_cuda_conv_plan_create(net *e, int li, size_t *ws_need);
+/* bf16/fp16 on the legacy API: replaces the heuristic algorithms by cudnnFind's measured
+ * fastest (deterministic first), with ws (cap bytes) as the scratch; grows *ws_need. */
+ih_err model_cuda_conv_find(net *e, int li, void *ws, size_t cap, size_t *ws_need);
+/* Legacy API: re-describes the layer's tensors for batch n (no allocation). */
+ih_err model_cuda_conv_set_batch(net *e, conv_plan *p, const model_layer *l, int n);
+/* The three directions, alpha 1 and beta from accum_data/accum_filter, queued on e->s (may be
+ * captured): y = conv(x, w); dx (+)= conv^T(dy, w); dw (+)= x (x) dy. */
+ih_err model_cuda_conv_fwd(net *e, conv_plan *p, const void *x, const void *w, void *y);
+ih_err model_cuda_conv_bwd_data(net *e, conv_plan *p, const model_layer *l, const void *w, const void *dy,
+                                void *dx);
+ih_err model_cuda_conv_bwd_filter(net *e, conv_plan *p, const model_layer *l, const void *x, const void *dy,
+                                  void *dw);
+
+#endif
