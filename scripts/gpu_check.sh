@@ -136,7 +136,7 @@ maxrelg=$(grep -h 'MAXREL bf16_graph ' "$out/tests.log" 2>/dev/null | sed 's/.*M
 maxrel32g=$(grep -h 'MAXREL fp32_graph ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXREL fp32_graph //' | awk '{print $1}' | tail -n1)
 maxrelf=$(grep -h 'MAXREL bf16_fused ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXREL bf16_fused //' | awk '{print $1}' | tail -n1)
 # warnings of layers where cuDNN had no engine for the fused statistics (IH_CUDNN_FUSE=stats goes on without)
-nofuse=$(grep -hc 'no fused convolution statistics' "$out/tests.log" 2>/dev/null || true)
+nofuse=$(cat "$out/tests.log" 2>/dev/null | grep -c 'no fused convolution statistics' || true)
 
 declare -A ips
 bench_one() { # who n   (who = ours | torch | eager: ours without the CUDA graph | graph: ours
@@ -150,8 +150,10 @@ bench_one() { # who n   (who = ours | torch | eager: ours without the CUDA graph
         [ "$who" = eager ] && export IH_CUDA_GRAPH=0
         [ "$who" = graph ] && export IH_CUDNN_API=graph
         [ "$who" = fused ] && export IH_CUDNN_FUSE=stats
+        # the graph-API rows log each layer's engines (INFO) into bench.log
+        { [ "$who" = graph ] || [ "$who" = fused ]; } && export IH_DEBUG=INFO
         timeout 120 "$build/bench/bench_train_step" --batch="$n" --iters=$iters >"$one" 2>&1
-        unset IH_CUDA_GRAPH IH_CUDNN_API IH_CUDNN_FUSE
+        unset IH_CUDA_GRAPH IH_CUDNN_API IH_CUDNN_FUSE IH_DEBUG
     else
         PYTHONUNBUFFERED=1 timeout 120 "$py" bench/torch_train_step.py --batch "$n" --iters $iters >"$one" 2>&1
     fi
@@ -250,7 +252,8 @@ for n in 32 256; do
     printf '  %-10s %-6s %14s %14s %12s %14s %12s\n' resnet50 "$n" "${ips[ours$n]}" "${ips[graph$n]}" \
         "$(ratio "${ips[graph$n]}" "${ips[ours$n]}")" "${ips[fused$n]}" "$(ratio "${ips[fused$n]}" "${ips[ours$n]}")"
 done
-echo "# fused statistics: warnings of layers without an engine in the tests' logs: ${nofuse:-na}"
+nofuseb=$(cat "$out/bench.log" 2>/dev/null | grep -c 'no fused convolution statistics' || true)
+echo "# fused statistics: warnings of layers without an engine: tests ${nofuse:-na}, bench ${nofuseb:-na} (a fused row with warnings ran those layers unfused)"
 printf '# %-50s %12s %10s %18s\n' "train --mode=profile (64 px)" "img/s total" "step(ms)" "exposed comm/step"
 for k in 1 2 2nccl; do
     printf '  %-50s %12s %10s %18s\n' "${prof[net]:-resnet50 n=64} workers=${k/nccl/ (nccl path)}" \

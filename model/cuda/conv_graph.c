@@ -20,9 +20,9 @@
  *   day a layer finds no engine.
  * The descriptors a plan was built from stay alive with it (as cudnn-frontend keeps them),
  * which costs a few KB of host memory per plan and avoids relying on the backend copying them.
- * The forward with statistics (conv_graph.h) is one more operation graph of five operations
- * (the convolution, SUB, a reduction, MUL, a reduction) under the same engine search; with
- * stats_required 0 a failure to plan it only drops it for that batch, with a warning.
+ * The forward with statistics (conv_graph.h) is one more operation graph under the same engine
+ * search, tried with two epilogues (EPI_NAME); with stats_required 0 a failure to plan either
+ * only drops it for that batch, with a warning.
  * Execution: a variant pack (the operands' pointers and the workspace)
  * built on the first call with a pointer set and reused while the pointers stay (net.cu's
  * buffers are fixed at create); cudnnBackendExecute then only launches kernels on the handle's
@@ -452,9 +452,35 @@ static ih_err reduce_op(dir_plan *p, cudnnBackendDescriptor_t x, cudnnBackendDes
     return IH_OK;
 }
 
-/* Builds p (all zero on entry) for direction dir at n images. On error p may hold some
- * descriptors; the caller destroys it. */
-static ih_err plan_dir(model_cuda_conv_graph *g, int dir, int n, size_t cap, dir_plan *p)
+/* GenStats: per-channel sum and sum of squares of x [n,k,p,q] into sum, sq [1,k,1,1], fp32. */
+static ih_err genstats_op(dir_plan *p, cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t sum,
+                          cudnnBackendDescriptor_t sq, cudnnBackendDescriptor_t *op)
+{
+    const cudnnGenStatsMode_t mode = CUDNN_GENSTATS_SUM_SQSUM;
+    const cudnnDataType_t prec = CUDNN_DATA_FLOAT;
+    IH_TRY(new_desc(p, CUDNN_BACKEND_OPERATION_GEN_STATS_DESCRIPTOR, op));
+    IH_CUDNN(cudnnBackendSetAttribute(*op, CUDNN_ATTR_OPERATION_GENSTATS_MODE, CUDNN_TYPE_GENSTATS_MODE, 1, &mode));
+    IH_CUDNN(cudnnBackendSetAttribute(*op, CUDNN_ATTR_OPERATION_GENSTATS_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &prec));
+    IH_CUDNN(cudnnBackendSetAttribute(*op, CUDNN_ATTR_OPERATION_GENSTATS_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                                      &x));
+    IH_CUDNN(cudnnBackendSetAttribute(*op, CUDNN_ATTR_OPERATION_GENSTATS_SUMDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                                      &sum));
+    IH_CUDNN(cudnnBackendSetAttribute(*op, CUDNN_ATTR_OPERATION_GENSTATS_SQSUMDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                      1, &sq));
+    IH_CUDNN(cudnnBackendFinalize(*op));
+    return IH_OK;
+}
+
+/* The two epilogues the forward with statistics is tried with, in this order (conv_graph.h):
+ * SUB then GenStats (GenStats takes fp32 or fp16 input, so the fp32 difference, also for a
+ * bf16 y), or SUB then two reductions (older support surfaces allowed several reductions as
+ * exit nodes; the current ones allow one). */
+enum { EPI_GENSTATS = 0, EPI_REDUCTIONS = 1, NEPI = 2 };
+static const char *const EPI_NAME[NEPI] = {"SUB + GenStats", "SUB + 2 reductions"};
+
+/* Builds p (all zero on entry) for direction dir at n images (FWD_STATS: with epilogue epi).
+ * On error p may hold some descriptors; the caller destroys it. */
+static ih_err plan_dir(model_cuda_conv_graph *g, int dir, int epi, int n, size_t cap, dir_plan *p)
 {
     const model_cuda_conv_graph_desc *d = &g->d;
     const int oh = out_size(d->h, d->r, d->stride, d->pad), ow = out_size(d->w, d->s, d->stride, d->pad);
@@ -483,7 +509,7 @@ static ih_err plan_dir(model_cuda_conv_graph *g, int dir, int n, size_t cap, dir
     ops[nops++] = op;
 
     if (dir == FWD_STATS) { /* the epilogue of the file header, all in fp32 */
-        cudnnBackendDescriptor_t shift = NULL, sum = NULL, sq = NULL, dv = NULL, d2 = NULL;
+        cudnnBackendDescriptor_t shift = NULL, sum = NULL, sq = NULL, dv = NULL;
         IH_TRY(new_desc(p, CUDNN_BACKEND_TENSOR_DESCRIPTOR, &shift));
         IH_TRY(set_tensor(shift, UID_SHIFT, CUDNN_DATA_FLOAT, kd, g->align[dir][3], 0));
         IH_TRY(new_desc(p, CUDNN_BACKEND_TENSOR_DESCRIPTOR, &sum));
@@ -492,13 +518,18 @@ static ih_err plan_dir(model_cuda_conv_graph *g, int dir, int n, size_t cap, dir
         IH_TRY(set_tensor(sq, UID_SQSUM, CUDNN_DATA_FLOAT, kd, g->align[dir][5], 0));
         IH_TRY(new_desc(p, CUDNN_BACKEND_TENSOR_DESCRIPTOR, &dv));
         IH_TRY(set_tensor(dv, UID_D, CUDNN_DATA_FLOAT, yd, 16, 1));
-        IH_TRY(new_desc(p, CUDNN_BACKEND_TENSOR_DESCRIPTOR, &d2));
-        IH_TRY(set_tensor(d2, UID_D2, CUDNN_DATA_FLOAT, yd, 16, 1));
         /* the broadcast operand second, as the support surface requires */
         IH_TRY(pointwise_op(p, CUDNN_POINTWISE_SUB, t[2], shift, dv, &ops[nops++]));
-        IH_TRY(reduce_op(p, dv, sum, &ops[nops++]));
-        IH_TRY(pointwise_op(p, CUDNN_POINTWISE_MUL, dv, dv, d2, &ops[nops++]));
-        IH_TRY(reduce_op(p, d2, sq, &ops[nops++]));
+        if (epi == EPI_GENSTATS) {
+            IH_TRY(genstats_op(p, dv, sum, sq, &ops[nops++]));
+        } else {
+            cudnnBackendDescriptor_t d2 = NULL;
+            IH_TRY(new_desc(p, CUDNN_BACKEND_TENSOR_DESCRIPTOR, &d2));
+            IH_TRY(set_tensor(d2, UID_D2, CUDNN_DATA_FLOAT, yd, 16, 1));
+            IH_TRY(reduce_op(p, dv, sum, &ops[nops++]));
+            IH_TRY(pointwise_op(p, CUDNN_POINTWISE_MUL, dv, dv, d2, &ops[nops++]));
+            IH_TRY(reduce_op(p, d2, sq, &ops[nops++]));
+        }
     }
 
     IH_TRY(new_desc(p, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &p->graph));
@@ -529,10 +560,23 @@ static ih_err plan_batch(model_cuda_conv_graph *g, int n, size_t cap, batch_plan
     b->n = n;
     for (int dir = 0; dir < NDIR; dir++) {
         if ((dir == BWD_DATA && !d->bwd_data) || (dir == FWD_STATS && !d->fwd_stats)) continue;
-        ih_err err = plan_dir(g, dir, n, cap, &b->d[dir]);
+        char why[512] = "";
+        ih_err err = IH_OK;
+        for (int epi = 0; epi < (dir == FWD_STATS ? NEPI : 1); epi++) {
+            err = plan_dir(g, dir, epi, n, cap, &b->d[dir]);
+            if (err == IH_OK) {
+                if (dir == FWD_STATS) {
+                    size_t o = strlen(b->d[dir].what);
+                    snprintf(b->d[dir].what + o, sizeof b->d[dir].what - o, " (%s)", EPI_NAME[epi]);
+                }
+                break;
+            }
+            size_t o = strlen(why);
+            snprintf(why + o, sizeof why - o, "%s%s%s%s", o ? "; " : "", dir == FWD_STATS ? EPI_NAME[epi] : "",
+                     dir == FWD_STATS ? ": " : "", ih_last_error());
+            if (dir == FWD_STATS) destroy_dir(&b->d[dir]);
+        }
         if (err == IH_OK) continue;
-        char why[512];
-        snprintf(why, sizeof why, "%s", ih_last_error());
         if (dir == FWD_STATS && !d->stats_required) { /* optional: go without it */
             destroy_dir(&b->d[dir]);
             IH_WARN("model cuda: %s, batch %d: no fused convolution statistics (%s); the BN after it "

@@ -16,11 +16,14 @@
  * needs: sum[k] = sum over n,p,q of (y - shift[k]) and sqsum[k] = the same of (y - shift[k])^2,
  * fp32, shift an fp32 per-channel input (net.cu passes the BN's running mean, which keeps the
  * one-pass variance free of cancellation). One graph: conv -> y (stored), pointwise SUB ->
- * virtual fp32 d, reduction ADD -> sum, pointwise MUL d*d -> reduction ADD -> sqsum; cuDNN's
- * generic runtime fusion engines ("ConvolutionFwd fusions" with a g2 epilogue ending in
- * reductions) run it in bf16/fp16 on compute capability 8.0+; the fp16-only "ConvBNfprop"
- * pre-compiled pattern is not used. Whether the reductions add into the outputs or overwrite
- * them is not documented, so the caller zeroes sum and sqsum first (then both are right).
+ * virtual fp32 d, then GenStats(d) -> sum, sqsum; where no engine takes that, the same with
+ * two reductions (sum of d, and of d*d) instead of GenStats. These are cuDNN's generic runtime
+ * fusion engines ("ConvolutionFwd fusions" with a g2 epilogue): GenStats takes fp32 or fp16
+ * input, hence the fp32 d also for bf16; the documented surfaces for compute capability 9.0
+ * allow one reduction exit node, which is why GenStats comes first. The fp16-only
+ * "ConvBNfprop" pre-compiled pattern is not used. Whether the statistics add into the outputs
+ * or overwrite them is not documented, so the caller zeroes sum and sqsum first (then both
+ * are right).
  * Such engines usually reduce with atomics: the numerical-note rule above takes a
  * nondeterministic engine when no deterministic one qualifies, and the log names it.
  * Threads: one thread uses an object (the executor's). Planning blocks (host work, maybe
