@@ -87,6 +87,7 @@ typedef struct {
 
 typedef struct {
     int n;
+    int stats_tried;  /* the forward with statistics was planned (or found impossible) */
     dir_plan d[NDIR];
 } batch_plans;
 
@@ -553,43 +554,55 @@ static ih_err plan_dir(model_cuda_conv_graph *g, int dir, int epi, int n, size_t
     return IH_OK;
 }
 
+/* The convolution's own directions for n images (the forward with statistics is planned on
+ * demand, plan_stats). */
 static ih_err plan_batch(model_cuda_conv_graph *g, int n, size_t cap, batch_plans *b)
 {
     const model_cuda_conv_graph_desc *d = &g->d;
     memset(b, 0, sizeof *b);
     b->n = n;
-    for (int dir = 0; dir < NDIR; dir++) {
-        if ((dir == BWD_DATA && !d->bwd_data) || (dir == FWD_STATS && !d->fwd_stats)) continue;
-        char why[512] = "";
-        ih_err err = IH_OK;
-        for (int epi = 0; epi < (dir == FWD_STATS ? NEPI : 1); epi++) {
-            err = plan_dir(g, dir, epi, n, cap, &b->d[dir]);
-            if (err == IH_OK) {
-                if (dir == FWD_STATS) {
-                    size_t o = strlen(b->d[dir].what);
-                    snprintf(b->d[dir].what + o, sizeof b->d[dir].what - o, " (%s)", EPI_NAME[epi]);
-                }
-                break;
-            }
-            size_t o = strlen(why);
-            snprintf(why + o, sizeof why - o, "%s%s%s%s", o ? "; " : "", dir == FWD_STATS ? EPI_NAME[epi] : "",
-                     dir == FWD_STATS ? ": " : "", ih_last_error());
-            if (dir == FWD_STATS) destroy_dir(&b->d[dir]);
-        }
+    for (int dir = 0; dir < FWD_STATS; dir++) {
+        if (dir == BWD_DATA && !d->bwd_data) continue;
+        ih_err err = plan_dir(g, dir, 0, n, cap, &b->d[dir]);
         if (err == IH_OK) continue;
-        if (dir == FWD_STATS && !d->stats_required) { /* optional: go without it */
-            destroy_dir(&b->d[dir]);
-            IH_WARN("model cuda: %s, batch %d: no fused convolution statistics (%s); the BN after it "
-                    "computes them (IH_CUDNN_FUSE=stats:require makes this an error)", g->label, n, why);
-            continue;
-        }
+        char why[512];
+        snprintf(why, sizeof why, "%s", ih_last_error());
         for (int i = 0; i < NDIR; i++) destroy_dir(&b->d[i]);
         return ih_fail(err, "cuDNN graph API: %s, batch %d, %s: %s", g->label, n, DIR_NAME[dir], why);
     }
-    IH_INFO(IH_LOG_MODEL, "model cuda: %s, batch %d: graph API %s: %s; %s: %s; %s: %s; %s: %s", g->label, n,
+    IH_INFO(IH_LOG_MODEL, "model cuda: %s, batch %d: graph API %s: %s; %s: %s; %s: %s", g->label, n,
             DIR_NAME[FWD], b->d[FWD].what, DIR_NAME[BWD_DATA], d->bwd_data ? b->d[BWD_DATA].what : "not needed",
-            DIR_NAME[BWD_FILTER], b->d[BWD_FILTER].what, DIR_NAME[FWD_STATS],
-            b->d[FWD_STATS].plan ? b->d[FWD_STATS].what : d->fwd_stats ? "none" : "not asked");
+            DIR_NAME[BWD_FILTER], b->d[BWD_FILTER].what);
+    return IH_OK;
+}
+
+/* The forward with statistics for b's batch, once: each epilogue in turn; none is a warning
+ * (the plan stays absent) or, with stats_required, an error. */
+static ih_err plan_stats(model_cuda_conv_graph *g, size_t cap, batch_plans *b)
+{
+    const model_cuda_conv_graph_desc *d = &g->d;
+    if (!d->fwd_stats || b->stats_tried) return IH_OK;
+    b->stats_tried = 1;
+    dir_plan *p = &b->d[FWD_STATS];
+    char why[512] = "";
+    for (int epi = 0; epi < NEPI; epi++) {
+        ih_err err = plan_dir(g, FWD_STATS, epi, b->n, cap, p);
+        if (err == IH_OK) {
+            size_t o = strlen(p->what);
+            snprintf(p->what + o, sizeof p->what - o, " (%s)", EPI_NAME[epi]);
+            IH_INFO(IH_LOG_MODEL, "model cuda: %s, batch %d: graph API %s: %s", g->label, b->n,
+                    DIR_NAME[FWD_STATS], p->what);
+            return IH_OK;
+        }
+        size_t o = strlen(why);
+        snprintf(why + o, sizeof why - o, "%s%s: %s", o ? "; " : "", EPI_NAME[epi], ih_last_error());
+        destroy_dir(p);
+        if (epi == NEPI - 1 && d->stats_required)
+            return ih_fail(err, "cuDNN graph API: %s, batch %d, %s (IH_CUDNN_FUSE=stats:require): %s", g->label,
+                           b->n, DIR_NAME[FWD_STATS], why);
+    }
+    IH_WARN("model cuda: %s, batch %d: no fused convolution statistics (%s); the BN after it computes them "
+            "(IH_CUDNN_FUSE=stats:require makes this an error)", g->label, b->n, why);
     return IH_OK;
 }
 
@@ -621,6 +634,7 @@ ih_err model_cuda_conv_graph_create(model_cuda_conv_graph **out, cudnnHandle_t h
     g->d.xp = g->d.wp = g->d.yp = g->d.dxp = g->d.dyp = g->d.dwp = NULL;
     g->d.shiftp = g->d.sump = g->d.sqsump = NULL;
     ih_err err = model_cuda_conv_graph_set_batch(g, d->n, ws_cap);
+    if (err == IH_OK) err = model_cuda_conv_graph_plan_stats(g, ws_cap);
     if (err != IH_OK) {
         model_cuda_conv_graph_destroy(g);
         return err;
@@ -643,6 +657,12 @@ ih_err model_cuda_conv_graph_set_batch(model_cuda_conv_graph *g, int n, size_t w
     IH_TRY(plan_batch(g, n, ws_cap, &g->bp[g->nbp]));
     g->cur = g->nbp++;
     return IH_OK;
+}
+
+ih_err model_cuda_conv_graph_plan_stats(model_cuda_conv_graph *g, size_t ws_cap)
+{
+    if (g->nbp == 0) return ih_fail(IH_E_INTERNAL, "cuDNN graph API: %s: no batch planned", g->label);
+    return plan_stats(g, ws_cap, &g->bp[g->cur]);
 }
 
 size_t model_cuda_conv_graph_workspace(const model_cuda_conv_graph *g)

@@ -87,11 +87,19 @@ ih_err model_cuda_conv_fuse_from_env(int *fuse);
 ih_err model_cuda_conv_graph_create(model_cuda_conv_graph **out, cudnnHandle_t h,
                                     const model_cuda_conv_graph_desc *d, size_t ws_cap);
 
-/* Makes the plans for n images current: plans them like create on the first use of n (with
+/* Makes the plans for n images current: plans them like create (but for the forward with
+ * statistics: model_cuda_conv_graph_plan_stats) on the first use of n (with
  * at most ws_cap bytes of workspace), reuses them afterwards. Plans of other batch sizes are
  * kept until destroy, because a captured CUDA graph may still launch their kernels. Host work;
  * call outside stream capture. Errors as create. */
 ih_err model_cuda_conv_graph_set_batch(model_cuda_conv_graph *g, int n, size_t ws_cap);
+
+/* With fwd_stats: plans the forward with statistics for the current batch if that was not
+ * tried yet (create does it for d->n; set_batch does not, so batch sizes only evaluated never
+ * pay for it). Host work, outside capture. No engine: a WARN and has_stats 0, or with
+ * stats_required IH_E_CUDA naming the layer and both epilogues' failures. No-op without
+ * fwd_stats. */
+ih_err model_cuda_conv_graph_plan_stats(model_cuda_conv_graph *g, size_t ws_cap);
 
 /* The largest workspace, bytes, of the current plans. */
 size_t model_cuda_conv_graph_workspace(const model_cuda_conv_graph *g);

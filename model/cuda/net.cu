@@ -956,6 +956,9 @@ static ih_err forward(net *e, int n, int train)
     const model_graph *g = e->g;
     static const float one = 1.0f, zero = 0.0f;
     IH_TRY(set_batch(e, n));
+    if (train && e->fuse_stats) /* planned once per batch size (the first, eager, step of n) */
+        for (int i = 0; i < g->nlayers; i++)
+            if (e->conv[i].gp) IH_TRY(model_cuda_conv_graph_plan_stats(e->conv[i].gp, e->ws_bytes));
     int stats_of = -1; /* the tensor whose fused statistics are in partial (IH_CUDNN_FUSE), or -1 */
     size_t npix = (size_t)n * g->image_size * g->image_size;
     {

@@ -532,6 +532,7 @@ static void stats_run(layer *L, ref *R, double *got)
     for (int b = 0; b < 3; b++) {
         int nb = b < 2 ? batches[b] : NMAX, captured = b == 2;
         e = model_cuda_conv_graph_set_batch(g, nb, WS_CAP);
+        if (e == IH_OK) e = model_cuda_conv_graph_plan_stats(g, WS_CAP); /* on demand for a new n */
         CHECK(e == IH_OK, "stats %s %s: set_batch(%d): %s", L->pr->name, L->sh->name, nb, ih_last_error());
         if (e != IH_OK) goto out;
         if (!model_cuda_conv_graph_has_stats(g)) {
