@@ -649,50 +649,46 @@ static void run_layer(cudnnHandle_t h, cudaStream_t s, const shape *sh, const pr
 }
 
 /* IH_CUDNN_API and IH_CUDNN_FUSE parsing need no device, so they are checked before the skip. */
-static void check_api_env(void)
+typedef struct {
+    const char *v; /* NULL: unset */
+    ih_err want;
+    int value;
+} env_case;
+
+/* Each case through parse with var set to it; a refusal must name the accepted values m1, m2.
+ * The caller's own setting of var is restored afterwards (stats_run reads IH_CUDNN_FUSE). */
+static void check_env(const char *var, ih_err (*parse)(int *), const env_case *cases, size_t n, const char *m1,
+                      const char *m2)
 {
-    static const struct {
-        const char *v;
-        ih_err want;
-        int graph;
-    } cases[] = {{NULL, IH_OK, 0}, {"", IH_OK, 0}, {"legacy", IH_OK, 0}, {"graph", IH_OK, 1},
-                 {"Graph", IH_E_USAGE, 0}, {"v8", IH_E_USAGE, 0}};
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        int graph = -1;
-        if (cases[i].v) setenv("IH_CUDNN_API", cases[i].v, 1);
-        else unsetenv("IH_CUDNN_API");
-        ih_err e = model_cuda_conv_api_from_env(&graph);
-        CHECK(e == cases[i].want && (e != IH_OK || graph == cases[i].graph),
-              "IH_CUDNN_API=%s: got %d (graph %d), want %d (graph %d)", cases[i].v ? cases[i].v : "(unset)", (int)e,
-              graph, (int)cases[i].want, cases[i].graph);
-        if (e == IH_E_USAGE)
-            CHECK(strstr(ih_last_error(), "legacy") && strstr(ih_last_error(), "graph"),
-                  "the message names the accepted values: %s", ih_last_error());
-    }
-    unsetenv("IH_CUDNN_API");
-    static const struct {
-        const char *v;
-        ih_err want;
-        int fuse;
-    } fcases[] = {{NULL, IH_OK, 0}, {"", IH_OK, 0}, {"none", IH_OK, 0}, {"stats", IH_OK, 1},
-                  {"stats:require", IH_OK, 2}, {"bn", IH_E_USAGE, 0}, {"stats:", IH_E_USAGE, 0}};
-    const char *keep = getenv("IH_CUDNN_FUSE");
+    const char *keep = getenv(var);
     char saved[64] = "";
     if (keep) snprintf(saved, sizeof saved, "%s", keep);
-    for (size_t i = 0; i < sizeof fcases / sizeof fcases[0]; i++) {
-        int fuse = -1;
-        if (fcases[i].v) setenv("IH_CUDNN_FUSE", fcases[i].v, 1);
-        else unsetenv("IH_CUDNN_FUSE");
-        ih_err e = model_cuda_conv_fuse_from_env(&fuse);
-        CHECK(e == fcases[i].want && (e != IH_OK || fuse == fcases[i].fuse),
-              "IH_CUDNN_FUSE=%s: got %d (fuse %d), want %d (fuse %d)", fcases[i].v ? fcases[i].v : "(unset)", (int)e,
-              fuse, (int)fcases[i].want, fcases[i].fuse);
+    for (size_t i = 0; i < n; i++) {
+        int value = -1;
+        if (cases[i].v) setenv(var, cases[i].v, 1);
+        else unsetenv(var);
+        ih_err e = parse(&value);
+        CHECK(e == cases[i].want && (e != IH_OK || value == cases[i].value), "%s=%s: got %d (value %d), want %d "
+              "(value %d)", var, cases[i].v ? cases[i].v : "(unset)", (int)e, value, (int)cases[i].want,
+              cases[i].value);
         if (e == IH_E_USAGE)
-            CHECK(strstr(ih_last_error(), "stats:require") && strstr(ih_last_error(), "none"),
+            CHECK(strstr(ih_last_error(), m1) && strstr(ih_last_error(), m2),
                   "the message names the accepted values: %s", ih_last_error());
     }
-    if (keep) setenv("IH_CUDNN_FUSE", saved, 1); /* stats_run reads it: the caller's choice stands */
-    else unsetenv("IH_CUDNN_FUSE");
+    if (keep) setenv(var, saved, 1);
+    else unsetenv(var);
+}
+
+static void check_api_env(void)
+{
+    static const env_case api[] = {{NULL, IH_OK, 0},    {"", IH_OK, 0},          {"legacy", IH_OK, 0},
+                                   {"graph", IH_OK, 1}, {"Graph", IH_E_USAGE, 0}, {"v8", IH_E_USAGE, 0}};
+    static const env_case fuse[] = {{NULL, IH_OK, 0},          {"", IH_OK, 0},         {"none", IH_OK, 0},
+                                    {"stats", IH_OK, 1},       {"stats:require", IH_OK, 2},
+                                    {"bn", IH_E_USAGE, 0},     {"stats:", IH_E_USAGE, 0}};
+    check_env("IH_CUDNN_API", model_cuda_conv_api_from_env, api, sizeof api / sizeof api[0], "legacy", "graph");
+    check_env("IH_CUDNN_FUSE", model_cuda_conv_fuse_from_env, fuse, sizeof fuse / sizeof fuse[0], "stats:require",
+              "none");
 }
 
 int main(void)
