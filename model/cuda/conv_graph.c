@@ -21,8 +21,8 @@
  * The descriptors a plan was built from stay alive with it (as cudnn-frontend keeps them),
  * which costs a few KB of host memory per plan and avoids relying on the backend copying them.
  * The forward with statistics (conv_graph.h) is one more operation graph under the same engine
- * search, tried with two epilogues (EPI_NAME); with stats_required 0 a failure to plan either
- * only drops it for that batch, with a warning.
+ * search, planned on demand; with stats_required 0 a failure to plan it only drops it for that
+ * batch, with a warning.
  * Execution: a variant pack (the operands' pointers and the workspace)
  * built on the first call with a pointer set and reused while the pointers stay (net.cu's
  * buffers are fixed at create); cudnnBackendExecute then only launches kernels on the handle's
@@ -48,9 +48,8 @@ static const char *const DIR_NAME[NDIR] = {"forward", "backward-data", "backward
 
 /* Every convolution has an x-shaped, a w-shaped and a y-shaped operand (forward: x, w, y;
  * backward data: dx, w, dy; backward filter: x, dw, dy); the forward with statistics adds the
- * shift, sum and sqsum, and two virtual fp32 intermediates (y - shift and its square). Their
- * unique ids: */
-enum { UID_X = 1, UID_W = 2, UID_Y = 3, UID_SHIFT = 4, UID_SUM = 5, UID_SQSUM = 6, UID_D = 101, UID_D2 = 102 };
+ * shift, sum and sqsum, and a virtual fp32 intermediate (y - shift). Their unique ids: */
+enum { UID_X = 1, UID_W = 2, UID_Y = 3, UID_SHIFT = 4, UID_SUM = 5, UID_SQSUM = 6, UID_D = 101 };
 enum { NOPND = 6 };           /* operands of a variant pack at most (the statistics plan's) */
 enum { KEEP = 24 };           /* descriptors a plan was built from, at most */
 
@@ -88,6 +87,8 @@ typedef struct {
 typedef struct {
     int n;
     int stats_tried;  /* the forward with statistics was planned (or found impossible) */
+    ih_err stats_err; /* stats_required and it failed: the error, returned again */
+    char stats_why[1024];
     dir_plan d[NDIR];
 } batch_plans;
 
@@ -430,29 +431,6 @@ static ih_err pointwise_op(dir_plan *p, cudnnPointwiseMode_t mode, cudnnBackendD
     return IH_OK;
 }
 
-/* A sum over every dimension but the channels, x [n,k,p,q] -> y [1,k,1,1], fp32, kept with p. */
-static ih_err reduce_op(dir_plan *p, cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t y,
-                        cudnnBackendDescriptor_t *op)
-{
-    cudnnBackendDescriptor_t red = NULL;
-    const cudnnReduceTensorOp_t mode = CUDNN_REDUCE_TENSOR_ADD;
-    const cudnnDataType_t comp = CUDNN_DATA_FLOAT;
-    IH_TRY(new_desc(p, CUDNN_BACKEND_REDUCTION_DESCRIPTOR, &red));
-    IH_CUDNN(cudnnBackendSetAttribute(red, CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1,
-                                      &mode));
-    IH_CUDNN(cudnnBackendSetAttribute(red, CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &comp));
-    IH_CUDNN(cudnnBackendFinalize(red));
-    IH_TRY(new_desc(p, CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR, op));
-    IH_CUDNN(cudnnBackendSetAttribute(*op, CUDNN_ATTR_OPERATION_REDUCTION_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                      1, &x));
-    IH_CUDNN(cudnnBackendSetAttribute(*op, CUDNN_ATTR_OPERATION_REDUCTION_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                      1, &y));
-    IH_CUDNN(cudnnBackendSetAttribute(*op, CUDNN_ATTR_OPERATION_REDUCTION_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                      1, &red));
-    IH_CUDNN(cudnnBackendFinalize(*op));
-    return IH_OK;
-}
-
 /* GenStats: per-channel sum and sum of squares of x [n,k,p,q] into sum, sq [1,k,1,1], fp32. */
 static ih_err genstats_op(dir_plan *p, cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t sum,
                           cudnnBackendDescriptor_t sq, cudnnBackendDescriptor_t *op)
@@ -472,16 +450,9 @@ static ih_err genstats_op(dir_plan *p, cudnnBackendDescriptor_t x, cudnnBackendD
     return IH_OK;
 }
 
-/* The two epilogues the forward with statistics is tried with, in this order (conv_graph.h):
- * SUB then GenStats (GenStats takes fp32 or fp16 input, so the fp32 difference, also for a
- * bf16 y), or SUB then two reductions (older support surfaces allowed several reductions as
- * exit nodes; the current ones allow one). */
-enum { EPI_GENSTATS = 0, EPI_REDUCTIONS = 1, NEPI = 2 };
-static const char *const EPI_NAME[NEPI] = {"SUB + GenStats", "SUB + 2 reductions"};
-
-/* Builds p (all zero on entry) for direction dir at n images (FWD_STATS: with epilogue epi).
- * On error p may hold some descriptors; the caller destroys it. */
-static ih_err plan_dir(model_cuda_conv_graph *g, int dir, int epi, int n, size_t cap, dir_plan *p)
+/* Builds p (all zero on entry) for direction dir at n images. On error p may hold some
+ * descriptors; the caller destroys it. */
+static ih_err plan_dir(model_cuda_conv_graph *g, int dir, int n, size_t cap, dir_plan *p)
 {
     const model_cuda_conv_graph_desc *d = &g->d;
     const int oh = out_size(d->h, d->r, d->stride, d->pad), ow = out_size(d->w, d->s, d->stride, d->pad);
@@ -521,16 +492,7 @@ static ih_err plan_dir(model_cuda_conv_graph *g, int dir, int epi, int n, size_t
         IH_TRY(set_tensor(dv, UID_D, CUDNN_DATA_FLOAT, yd, 16, 1));
         /* the broadcast operand second, as the support surface requires */
         IH_TRY(pointwise_op(p, CUDNN_POINTWISE_SUB, t[2], shift, dv, &ops[nops++]));
-        if (epi == EPI_GENSTATS) {
-            IH_TRY(genstats_op(p, dv, sum, sq, &ops[nops++]));
-        } else {
-            cudnnBackendDescriptor_t d2 = NULL;
-            IH_TRY(new_desc(p, CUDNN_BACKEND_TENSOR_DESCRIPTOR, &d2));
-            IH_TRY(set_tensor(d2, UID_D2, CUDNN_DATA_FLOAT, yd, 16, 1));
-            IH_TRY(reduce_op(p, dv, sum, &ops[nops++]));
-            IH_TRY(pointwise_op(p, CUDNN_POINTWISE_MUL, dv, dv, d2, &ops[nops++]));
-            IH_TRY(reduce_op(p, d2, sq, &ops[nops++]));
-        }
+        IH_TRY(genstats_op(p, dv, sum, sq, &ops[nops++]));
     }
 
     IH_TRY(new_desc(p, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &p->graph));
@@ -563,7 +525,7 @@ static ih_err plan_batch(model_cuda_conv_graph *g, int n, size_t cap, batch_plan
     b->n = n;
     for (int dir = 0; dir < FWD_STATS; dir++) {
         if (dir == BWD_DATA && !d->bwd_data) continue;
-        ih_err err = plan_dir(g, dir, 0, n, cap, &b->d[dir]);
+        ih_err err = plan_dir(g, dir, n, cap, &b->d[dir]);
         if (err == IH_OK) continue;
         char why[512];
         snprintf(why, sizeof why, "%s", ih_last_error());
@@ -576,30 +538,29 @@ static ih_err plan_batch(model_cuda_conv_graph *g, int n, size_t cap, batch_plan
     return IH_OK;
 }
 
-/* The forward with statistics for b's batch, once: each epilogue in turn; none is a warning
- * (the plan stays absent) or, with stats_required, an error. */
+/* The forward with statistics for b's batch, once: no engine is a warning (the plan stays
+ * absent) or, with stats_required, an error, which later calls return again. */
 static ih_err plan_stats(model_cuda_conv_graph *g, size_t cap, batch_plans *b)
 {
     const model_cuda_conv_graph_desc *d = &g->d;
-    if (!d->fwd_stats || b->stats_tried) return IH_OK;
+    if (!d->fwd_stats) return IH_OK;
+    if (b->stats_tried) return b->stats_err == IH_OK ? IH_OK : ih_fail(b->stats_err, "%s", b->stats_why);
     b->stats_tried = 1;
     dir_plan *p = &b->d[FWD_STATS];
-    char why[512] = "";
-    for (int epi = 0; epi < NEPI; epi++) {
-        ih_err err = plan_dir(g, FWD_STATS, epi, b->n, cap, p);
-        if (err == IH_OK) {
-            size_t o = strlen(p->what);
-            snprintf(p->what + o, sizeof p->what - o, " (%s)", EPI_NAME[epi]);
-            IH_INFO(IH_LOG_MODEL, "model cuda: %s, batch %d: graph API %s: %s", g->label, b->n,
-                    DIR_NAME[FWD_STATS], p->what);
-            return IH_OK;
-        }
-        size_t o = strlen(why);
-        snprintf(why + o, sizeof why - o, "%s%s: %s", o ? "; " : "", EPI_NAME[epi], ih_last_error());
-        destroy_dir(p);
-        if (epi == NEPI - 1 && d->stats_required)
-            return ih_fail(err, "cuDNN graph API: %s, batch %d, %s (IH_CUDNN_FUSE=stats:require): %s", g->label,
-                           b->n, DIR_NAME[FWD_STATS], why);
+    ih_err err = plan_dir(g, FWD_STATS, b->n, cap, p);
+    if (err == IH_OK) {
+        IH_INFO(IH_LOG_MODEL, "model cuda: %s, batch %d: graph API %s: %s", g->label, b->n, DIR_NAME[FWD_STATS],
+                p->what);
+        return IH_OK;
+    }
+    char why[512];
+    snprintf(why, sizeof why, "%s", ih_last_error());
+    destroy_dir(p);
+    if (d->stats_required) {
+        b->stats_err = err;
+        snprintf(b->stats_why, sizeof b->stats_why, "cuDNN graph API: %s, batch %d, %s (IH_CUDNN_FUSE=stats:require): %s",
+                 g->label, b->n, DIR_NAME[FWD_STATS], why);
+        return ih_fail(err, "%s", b->stats_why);
     }
     IH_WARN("model cuda: %s, batch %d: no fused convolution statistics (%s); the BN after it computes them "
             "(IH_CUDNN_FUSE=stats:require makes this an error)", g->label, b->n, why);

@@ -14,16 +14,18 @@
  * Forward with statistics (IH_CUDNN_FUSE=stats, net.cu): optionally a fourth plan, the forward
  * convolution with an epilogue that also reduces its output per channel, as the BN after it
  * needs: sum[k] = sum over n,p,q of (y - shift[k]) and sqsum[k] = the same of (y - shift[k])^2,
- * fp32, shift an fp32 per-channel input (net.cu passes the BN's running mean, which keeps the
- * one-pass variance free of cancellation). One graph: conv -> y (stored), pointwise SUB ->
- * virtual fp32 d, then GenStats(d) -> sum, sqsum; where no engine takes that, the same with
- * two reductions (sum of d, and of d*d) instead of GenStats. These are cuDNN's generic runtime
- * fusion engines ("ConvolutionFwd fusions" with a g2 epilogue): GenStats takes fp32 or fp16
- * input, hence the fp32 d also for bf16; the documented surfaces for compute capability 9.0
- * allow one reduction exit node, which is why GenStats comes first. The fp16-only
- * "ConvBNfprop" pre-compiled pattern is not used. Whether the statistics add into the outputs
- * or overwrite them is not documented, so the caller zeroes sum and sqsum first (then both
- * are right).
+ * fp32, shift an fp32 per-channel input (net.cu passes the BN's running mean: once that tracks
+ * the batch mean, the one-pass variance does not cancel; at 0, early on, it is unshifted). One graph: conv -> y (stored), pointwise SUB ->
+ * virtual fp32 d, GenStats(d) -> sum, sqsum, for cuDNN's generic runtime fusion engines
+ * ("ConvolutionFwd fusions" with a g2 epilogue). The documented support: GenStats is an
+ * epilogue operation of support surface 70 only (compute capability 7.0 to 9.0, so Hopper but
+ * not Blackwell), taking fp32 or fp16 input, hence the fp32 d also for a bf16 y; surfaces 80
+ * and 90 allow a single reduction, not the two that sum and sqsum would need. cuDNN's samples
+ * feed GenStats the stored fp16 output directly; a SUB before it, with bf16 I/O, is not among
+ * them, so whether an engine takes this graph is for a GPU run to show (no engine: see
+ * stats_required). The fp16-only "ConvBNfprop" pre-compiled pattern is not used. Whether the
+ * statistics add into the outputs or overwrite them is not documented, so the caller zeroes
+ * sum and sqsum first (then both are right).
  * Such engines usually reduce with atomics: the numerical-note rule above takes a
  * nondeterministic engine when no deterministic one qualifies, and the log names it.
  * Threads: one thread uses an object (the executor's). Planning blocks (host work, maybe

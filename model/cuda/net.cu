@@ -950,15 +950,24 @@ static ih_err put_input(net *e, const uint8_t *images, const int32_t *labels, in
     return IH_OK;
 }
 
+/* IH_CUDNN_FUSE=stats: the fused-statistics plans for the current batch size, made on its
+ * first training step (host work: heuristics, maybe runtime compilation; never inside a
+ * capture). A no-op once made, and without the fusion. */
+static ih_err plan_stats(net *e)
+{
+    if (!e->fuse_stats) return IH_OK;
+    for (int i = 0; i < e->g->nlayers; i++)
+        if (e->conv[i].gp) IH_TRY(model_cuda_conv_graph_plan_stats(e->conv[i].gp, e->ws_bytes));
+    return IH_OK;
+}
+
 /* Forward from d_img (put_input first). No host synchronisation: may be captured. */
 static ih_err forward(net *e, int n, int train)
 {
     const model_graph *g = e->g;
     static const float one = 1.0f, zero = 0.0f;
     IH_TRY(set_batch(e, n));
-    if (train && e->fuse_stats) /* planned once per batch size (the first, eager, step of n) */
-        for (int i = 0; i < g->nlayers; i++)
-            if (e->conv[i].gp) IH_TRY(model_cuda_conv_graph_plan_stats(e->conv[i].gp, e->ws_bytes));
+    if (train && !e->capturing) IH_TRY(plan_stats(e)); /* run_step did it before a capture */
     int stats_of = -1; /* the tensor whose fused statistics are in partial (IH_CUDNN_FUSE), or -1 */
     size_t npix = (size_t)n * g->image_size * g->image_size;
     {
@@ -1152,7 +1161,8 @@ static ih_err run_step(net *e, int n, double loss_scale, int to_host)
             e->warm_ls[v] = e->ls;
             return step_body(e, n, loss_scale, to_host);
         }
-        IH_TRY(set_batch(e, n)); /* host-side descriptor work, before the capture */
+        IH_TRY(set_batch(e, n)); /* host-side descriptor and plan work, before the capture */
+        IH_TRY(plan_stats(e));
         cudaGraph_t gr = NULL;
         IH_CUDA(cudaStreamBeginCapture(e->s, cudaStreamCaptureModeThreadLocal));
         e->capturing = 1;
