@@ -347,6 +347,29 @@ static int graph_step(layer *L, model_cuda_conv_graph *g)
     return e == IH_OK;
 }
 
+/* The plan description of L at NMAX on its buffers: the layer's shape and precision, beta 0. */
+static void layer_desc(const layer *L, model_cuda_conv_graph_desc *d, const char *label)
+{
+    memset(d, 0, sizeof *d);
+    d->n = NMAX;
+    d->h = L->sh->h;
+    d->w = L->sh->w;
+    d->c = L->c;
+    d->k = L->sh->k;
+    d->r = d->s = L->sh->r;
+    d->stride = L->sh->stride;
+    d->pad = L->sh->pad;
+    d->type = L->pr->type;
+    d->exact = L->pr->exact;
+    d->xp = L->x_d;
+    d->wp = L->w_d;
+    d->yp = L->y_d;
+    d->dxp = L->dx_d;
+    d->dyp = L->dy_d;
+    d->dwp = L->dw_d;
+    d->label = label;
+}
+
 /* The graph path at NMAX, 1 and NMAX again; with beta 0 also captured and replayed. */
 static void graph_run(layer *L, int beta, ref *R, double *got)
 {
@@ -354,27 +377,10 @@ static void graph_run(layer *L, int beta, ref *R, double *got)
     model_cuda_conv_graph_desc d;
     char label[120];
     const int batches[3] = {NMAX, 1, NMAX};
-    memset(&d, 0, sizeof d);
     snprintf(label, sizeof label, "test %s %s", L->pr->name, L->sh->name);
-    d.n = NMAX;
-    d.h = L->sh->h;
-    d.w = L->sh->w;
-    d.c = L->c;
-    d.k = L->sh->k;
-    d.r = d.s = L->sh->r;
-    d.stride = L->sh->stride;
-    d.pad = L->sh->pad;
-    d.type = L->pr->type;
-    d.exact = L->pr->exact;
+    layer_desc(L, &d, label);
     d.bwd_data = !L->sh->stem;
     d.beta_data = d.beta_filter = (float)beta;
-    d.xp = L->x_d;
-    d.wp = L->w_d;
-    d.yp = L->y_d;
-    d.dxp = L->dx_d;
-    d.dyp = L->dy_d;
-    d.dwp = L->dw_d;
-    d.label = label;
     ih_err e = model_cuda_conv_graph_create(&g, L->h, &d, WS_CAP);
     CHECK(e == IH_OK, "graph %s %s: create: %s", L->pr->name, L->sh->name, ih_last_error());
     if (e != IH_OK) return;
@@ -502,29 +508,13 @@ static void stats_run(layer *L, ref *R, double *got)
     if (ce != cudaSuccess) goto out;
     model_cuda_conv_graph_desc d;
     char label[120];
-    memset(&d, 0, sizeof d);
     snprintf(label, sizeof label, "test stats %s %s", L->pr->name, L->sh->name);
-    d.n = NMAX;
-    d.h = L->sh->h;
-    d.w = L->sh->w;
-    d.c = L->c;
-    d.k = k;
-    d.r = d.s = L->sh->r;
-    d.stride = L->sh->stride;
-    d.pad = L->sh->pad;
-    d.type = L->pr->type;
-    d.bwd_data = 0;
-    d.xp = L->x_d;
-    d.wp = L->w_d;
-    d.yp = L->y_d;
-    d.dyp = L->dy_d;
-    d.dwp = L->dw_d;
+    layer_desc(L, &d, label); /* bf16 only (not exact), no backward data */
     d.fwd_stats = 1;
     d.stats_required = fuse == 2;
     d.shiftp = dsh;
     d.sump = dsum;
     d.sqsump = dsum + k;
-    d.label = label;
     ih_err e = model_cuda_conv_graph_create(&g, L->h, &d, WS_CAP);
     CHECK(e == IH_OK, "stats %s %s: create: %s", L->pr->name, L->sh->name, ih_last_error());
     if (e != IH_OK) goto out;
