@@ -99,6 +99,21 @@ static ih_err stream_done(nccl_intra *x, cudaStream_t s, const char *what)
     }
 }
 
+/* This rank's shard of buf (elements [l*cnt, (l+1)*cnt), then the tail [L*cnt, n) that every
+ * rank holds whole) to the pinned staging (to_host) or back, queued on s. */
+static ih_err stage(nccl_intra *x, float *buf, size_t n, int to_host, cudaStream_t s)
+{
+    const size_t L = (size_t)x->L, l = (size_t)x->l, cnt = n / L, tail = n % L;
+    const size_t off[2] = {l * cnt, L * cnt}, len[2] = {cnt, tail}, at[2] = {0, cnt};
+    for (int i = 0; i < 2; i++) {
+        if (!len[i]) continue;
+        float *dev = buf + off[i], *host = x->pinned + at[i];
+        IH_CUDA(cudaMemcpyAsync(to_host ? (void *)host : (void *)dev, to_host ? (const void *)dev : (const void *)host,
+                                len[i] * sizeof(float), to_host ? cudaMemcpyDeviceToHost : cudaMemcpyHostToDevice, s));
+    }
+    return IH_OK;
+}
+
 static ih_err nccl_reduce_scatter(comm_intra *xi, float *buf, size_t n, void *stream, float **shard, size_t *len)
 {
     nccl_intra *x = (nccl_intra *)xi;
@@ -116,11 +131,7 @@ static ih_err nccl_reduce_scatter(comm_intra *xi, float *buf, size_t n, void *st
         IH_NCCL_GOTO(ncclAllReduce(buf + L * cnt, buf + L * cnt, tail, ncclFloat, ncclSum, x->nc, s), x->nc, e, fail);
     IH_NCCL_GOTO(ncclGroupEnd(), x->nc, e, fail);
     IH_TRY_GOTO(settle(x, "ncclReduceScatter (group end)"), e, fail);
-    if (cnt)
-        IH_CUDA_GOTO(cudaMemcpyAsync(x->pinned, buf + l * cnt, cnt * sizeof(float), cudaMemcpyDeviceToHost, s), e, fail);
-    if (tail)
-        IH_CUDA_GOTO(cudaMemcpyAsync(x->pinned + cnt, buf + L * cnt, tail * sizeof(float), cudaMemcpyDeviceToHost, s),
-                     e, fail);
+    IH_TRY_GOTO(stage(x, buf, n, 1, s), e, fail);
     IH_TRY_GOTO(stream_done(x, s, "ncclReduceScatter"), e, fail);
     *shard = x->pinned;
     *len = cnt + tail;
@@ -134,13 +145,9 @@ static ih_err nccl_all_gather(comm_intra *xi, float *buf, size_t n, void *stream
     nccl_intra *x = (nccl_intra *)xi;
     cudaStream_t s = (cudaStream_t)stream;
     if (x->err) return ih_fail(x->err, "%s", x->errmsg);
-    const size_t L = (size_t)x->L, l = (size_t)x->l, cnt = n / L, tail = n % L;
+    const size_t L = (size_t)x->L, l = (size_t)x->l, cnt = n / L;
     ih_err e = IH_OK;
-    if (cnt)
-        IH_CUDA_GOTO(cudaMemcpyAsync(buf + l * cnt, x->pinned, cnt * sizeof(float), cudaMemcpyHostToDevice, s), e, fail);
-    if (tail)
-        IH_CUDA_GOTO(cudaMemcpyAsync(buf + L * cnt, x->pinned + cnt, tail * sizeof(float), cudaMemcpyHostToDevice, s),
-                     e, fail);
+    IH_TRY_GOTO(stage(x, buf, n, 0, s), e, fail);
     if (cnt) { /* in place: sendbuff = recvbuff + rank * sendcount */
         IH_NCCL_GOTO(ncclAllGather(buf + l * cnt, buf, cnt, ncclFloat, x->nc, s), x->nc, e, fail);
         IH_TRY_GOTO(settle(x, "ncclAllGather"), e, fail);
