@@ -64,9 +64,18 @@ fi
 py=$(command -v python3 || echo python3)
 pyloc() { "$py" -c "import importlib.util; s=importlib.util.find_spec('$1'); print(list(s.submodule_search_locations)[0] if s else '')" 2>/dev/null; }
 cudnn=$(pyloc nvidia.cudnn); nccl=$(pyloc nvidia.nccl)
-echo "cuDNN at ${cudnn:-?}, NCCL at ${nccl:-?}"
-cudnn_lib=$(ls "$cudnn"/lib/libcudnn.so* 2>/dev/null | head -n1)
-nccl_lib=$(ls "$nccl"/lib/libnccl.so* 2>/dev/null | head -n1)
+# the wheels' layout has changed between releases: when lib/ is not where it was, look for the
+# library under the package (or under the whole nvidia namespace) and take its folder's parent
+findlib() { # pkgdir name
+    local f
+    f=$(ls "$1"/lib/"$2".so* 2>/dev/null | head -n1)
+    [ -z "$f" ] && [ -n "$1" ] && f=$(find "$1" "$(dirname "$1")" -name "$2.so*" 2>/dev/null | sort | head -n1)
+    echo "$f"
+}
+cudnn_lib=$(findlib "$cudnn" libcudnn); nccl_lib=$(findlib "$nccl" libnccl)
+[ -n "$cudnn_lib" ] && cudnn=$(dirname "$(dirname "$cudnn_lib")")
+[ -n "$nccl_lib" ] && nccl=$(dirname "$(dirname "$nccl_lib")")
+echo "cuDNN at ${cudnn:-?} (${cudnn_lib:-no library}), NCCL at ${nccl:-?} (${nccl_lib:-no library})"
 export LD_LIBRARY_PATH="$root/usr/lib/$arch:$root/usr/lib/$arch/openblas-pthread:${cudnn:+$cudnn/lib:}${nccl:+$nccl/lib:}${LD_LIBRARY_PATH:-}"
 export LIBRARY_PATH="$root/usr/lib/$arch:${LIBRARY_PATH:-}"
 
@@ -221,7 +230,7 @@ prof_one() { # k [nccl]: workers (sharing this GPU when there is one); nccl: as 
     prof[step$key]=$(echo "$res" | sed -n 's/.* step_ms=\([0-9.]*\).*/\1/p')
 }
 stage "end to end: train --mode=profile, resnet50 at 64 px from a synthetic LMDB, 1 and 2 workers, 2 with NCCL"
-data=$out/profile_data
+data=${TMPDIR:-/tmp}/ih-profile-data   # not under $out: only a few files come back from there
 rm -rf "$data"; mkdir -p "$data"
 if skipped profile; then :
 elif [ -x "$build/tools/make_synthetic" ] && [ -x "$build/tools/make_lmdb" ] && [ -x "$build/bin/train" ]; then
