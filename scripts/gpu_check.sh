@@ -3,23 +3,23 @@
 # build with CUDA, run the GPU tests (the CUDA backend through the same test sources as the
 # CPU, CUDA vs CPU on the same weights in fp32, bf16 and fp16, device SGD vs the CPU optimizer,
 # fp16 loss scaling, per-layer gradient hand-over, 2 workers vs --accumulate 2 on CUDA; single
-# conv layers and the whole-net tests again on cuDNN's backend graph API, IH_CUDNN_API=graph, and
+# conv layers and the whole-net tests again on cuDNN's legacy API, IH_CUDNN_API=legacy, and
 # with the BN statistics fused into the convolutions, IH_CUDNN_FUSE=stats:require),
 # then benchmark ResNet-50 training steps (synthetic input, n = 32 and 256) against torchvision's
-# resnet50 under PyTorch bf16 autocast + channels-last in the same run (and ours on the graph
-# API against ours on the legacy API, and with IH_CUDNN_FUSE=stats), then run the real
+# resnet50 under PyTorch bf16 autocast + channels-last in the same run (and ours on the
+# default graph API against ours on the legacy API, and with IH_CUDNN_FUSE=stats), then run the real
 # trainer end to end: `train --mode=profile` (resnet50 at 64 px, n = 64, from an LMDB of
 # make_synthetic JPEGs, 1 and 2 workers on this GPU), print one table, and end with
 #   RESULT gpu=... ours_n32_img_s=... torch_n32_img_s=... ours_n256_img_s=...
 #          torch_n256_img_s=... max_rel_err=... profile_k1_img_s=... profile_k2_exposed_comm=...
-#          ours_graph_n32_img_s=... ours_graph_n256_img_s=... ours_fused_n32_img_s=...
+#          ours_legacy_n32_img_s=... ours_legacy_n256_img_s=... ours_fused_n32_img_s=...
 #          ours_fused_n256_img_s=... max_rel_err_fused=...
 # max_rel_err is the worst per-tensor max|cuda-cpu|/max|cpu| of test_cuda_vs_cpu in bf16 (the
 # speed mode); max_rel_err_fp32 is the exact mode's, max_rel_err_fp16 the fp16 option's, and
-# max_rel_err_graph / max_rel_err_fp32_graph the same with IH_CUDNN_API=graph, max_rel_err_fused
-# bf16's with IH_CUDNN_FUSE=stats:require. The
-# CPU-only suite is CI's job and is not rerun here. Time: the optional stages (eager and graph-API
-# bench rows, the k=2 profile) are skipped when less than their share of IH_GPU_CHECK_BUDGET
+# max_rel_err_legacy / max_rel_err_fp32_legacy the same with IH_CUDNN_API=legacy, max_rel_err_fused
+# bf16's with IH_CUDNN_FUSE=stats:require; max_rel_l2 / max_rel_l2_fp16 the worst per-tensor
+# relative L2 error in bf16 / fp16 (what those precisions are gated by). The CPU-only suite is CI's job and is not rerun here. Time: the optional stages (eager, legacy-API
+# and fused bench rows, the k=2 profile) are skipped when less than their share of IH_GPU_CHECK_BUDGET
 # (default 540 s) is left, so one call stays under 10 minutes.
 #
 # The GPU machines have nvcc and PyTorch but no libjpeg-turbo/LMDB/OpenBLAS, and cuDNN/NCCL
@@ -113,9 +113,9 @@ else
     fi
 
     stage "GPU tests (CUDA backend vs CPU and vs PyTorch references, device SGD, gradient hand-over, 2 workers, NCCL)"
-    # The default backend's tests first; the opt-in graph-API and the NCCL tests after them,
+    # The default backend's tests first; the legacy-API, fused and NCCL tests after them,
     # in what is left of the stage, so an overrun costs the newer tests, not the core ones.
-    extra='_graph|conv_graph|_fused|nccl'
+    extra='_legacy|conv_graph|_fused|nccl'
     if skipped tests; then gpu_rc=0; : >"$out/tests.log"
     elif [ -n "${IH_GPU_CHECK_TESTS:-}" ]; then
         (cd "$build" && IH_DEBUG=INFO timeout "${IH_GPU_CHECK_TEST_TIMEOUT:-200}" ctest -L gpu \
@@ -130,37 +130,41 @@ else
             (cd "$build" && IH_DEBUG=INFO timeout "$trest" ctest -L gpu -R "$extra" -j 4 -V) >>"$out/tests.log" 2>&1
             rc2=$?; [ "$gpu_rc" = 0 ] && gpu_rc=$rc2
         else
-            echo "graph-API and NCCL tests skipped: ${trest}s of the test stage left (IH_GPU_CHECK_TESTS='$extra' runs them)"
+            echo "legacy-API, fused and NCCL tests skipped: ${trest}s of the test stage left (IH_GPU_CHECK_TESTS='$extra' runs them)"
             [ "$gpu_rc" = 0 ] && gpu_rc=124
         fi
     fi
     # -V: passing tests' output too (MAXREL, calibration lines), each line prefixed "NN: "
     grep -E 'Test +#|tests passed|MAXREL|calibration|loss|FAIL|differ|max \|w_' "$out/tests.log" | head -n 100
 fi
-# "MAXREL bf16 x" (legacy API) and "MAXREL bf16_graph x" (IH_CUDNN_API=graph): the space keeps them apart
+# "MAXREL bf16 x" (the default graph API) and "MAXREL bf16_legacy x" (IH_CUDNN_API=legacy): the
+# space keeps them apart. MAXREL is elementwise (max|a-b| / max|ref| per tensor); MAXL2 the
+# relative L2 error per tensor, the quantity bf16 and fp16 are gated by.
 maxrel=$(grep -h 'MAXREL bf16 ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXREL bf16 //' | awk '{print $1}' | tail -n1)
 maxrel32=$(grep -h 'MAXREL fp32 ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXREL fp32 //' | awk '{print $1}' | tail -n1)
 maxrel16=$(grep -h 'MAXREL fp16 ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXREL fp16 //' | awk '{print $1}' | tail -n1)
-maxrelg=$(grep -h 'MAXREL bf16_graph ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXREL bf16_graph //' | awk '{print $1}' | tail -n1)
-maxrel32g=$(grep -h 'MAXREL fp32_graph ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXREL fp32_graph //' | awk '{print $1}' | tail -n1)
+maxrelg=$(grep -h 'MAXREL bf16_legacy ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXREL bf16_legacy //' | awk '{print $1}' | tail -n1)
+maxrel32g=$(grep -h 'MAXREL fp32_legacy ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXREL fp32_legacy //' | awk '{print $1}' | tail -n1)
+maxl2=$(grep -h 'MAXL2 bf16 ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXL2 bf16 //' | awk '{print $1}' | tail -n1)
+maxl216=$(grep -h 'MAXL2 fp16 ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXL2 fp16 //' | awk '{print $1}' | tail -n1)
 maxrelf=$(grep -h 'MAXREL bf16_fused ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXREL bf16_fused //' | awk '{print $1}' | tail -n1)
 # warnings of layers where cuDNN had no engine for the fused statistics (IH_CUDNN_FUSE=stats goes on without)
 nofuse=$(cat "$out/tests.log" 2>/dev/null | grep -c 'no fused convolution statistics' || true)
 
 declare -A ips
-bench_one() { # who n   (who = ours | torch | eager: ours without the CUDA graph | graph: ours
-    # with cuDNN's backend graph API, IH_CUDNN_API=graph | fused: and the BN statistics fused
+bench_one() { # who n   (who = ours | torch | eager: ours without the CUDA graph | legacy: ours
+    # with cuDNN's legacy API, IH_CUDNN_API=legacy | fused: and the BN statistics fused
     # into the convolutions, IH_CUDNN_FUSE=stats)
     local who=$1 n=$2 iters=20 log="$out/bench.log"
     [ "$n" -ge 256 ] && iters=10
     if [ "$dry" = 1 ]; then ips[$who$n]=na; return; fi
     local one="$out/bench_$who$n.tmp"
-    if [ "$who" = ours ] || [ "$who" = eager ] || [ "$who" = graph ] || [ "$who" = fused ]; then
+    if [ "$who" = ours ] || [ "$who" = eager ] || [ "$who" = legacy ] || [ "$who" = fused ]; then
         [ "$who" = eager ] && export IH_CUDA_GRAPH=0
-        [ "$who" = graph ] && export IH_CUDNN_API=graph
+        [ "$who" = legacy ] && export IH_CUDNN_API=legacy
         [ "$who" = fused ] && export IH_CUDNN_FUSE=stats
-        # the graph-API rows log each layer's engines (INFO) into bench.log
-        { [ "$who" = graph ] || [ "$who" = fused ]; } && export IH_DEBUG=INFO
+        # the default and fused rows log each layer's engines (INFO) into bench.log
+        { [ "$who" = ours ] || [ "$who" = fused ]; } && export IH_DEBUG=INFO
         timeout 120 "$build/bench/bench_train_step" --batch="$n" --iters=$iters >"$one" 2>&1
         unset IH_CUDA_GRAPH IH_CUDNN_API IH_CUDNN_FUSE IH_DEBUG
     else
@@ -175,14 +179,14 @@ bench_one() { # who n   (who = ours | torch | eager: ours without the CUDA graph
     rm -f "$one"
 }
 stage "benchmark: ResNet-50 training step (fwd+loss+bwd, no optimiser), synthetic 224x224, bf16"
-if skipped bench; then for k in ours32 torch32 ours256 torch256 eager32 graph32 graph256 fused32 fused256; do ips[$k]=skipped; done
+if skipped bench; then for k in ours32 torch32 ours256 torch256 eager32 legacy32 legacy256 fused32 fused256; do ips[$k]=skipped; done
 else
 for n in 32 256; do bench_one ours $n; bench_one torch $n; done
 if [ "$(left)" -gt 240 ]; then bench_one eager 32 # attribution: the same step without the CUDA graph
 else ips[eager32]=skipped; echo "eager row skipped: $(left)s of the budget left"; fi
-for n in 32 256; do # the same step with the convolutions on cuDNN's backend graph API
-    if [ "$(left)" -gt 240 ]; then bench_one graph $n
-    else ips[graph$n]=skipped; echo "graph-API row n=$n skipped: $(left)s of the budget left"; fi
+for n in 32 256; do # the same step with the convolutions on cuDNN's legacy API
+    if [ "$(left)" -gt 240 ]; then bench_one legacy $n
+    else ips[legacy$n]=skipped; echo "legacy-API row n=$n skipped: $(left)s of the budget left"; fi
 done
 for n in 256 32; do # and with the BN statistics fused into the convolutions (n = 256 first: the
     # memory traffic it saves matters most there)
@@ -255,11 +259,11 @@ for n in 32 256; do
         "$(ratio "${ips[ours$n]}" "${ips[torch$n]}")"
 done
 echo "# ours at n=32 without the CUDA graph (IH_CUDA_GRAPH=0): ${ips[eager32]} img/s"
-printf '# %-10s %-6s %14s %14s %12s %14s %12s\n' "cuDNN API" "n" "legacy(img/s)" "graph(img/s)" "graph/legacy" \
-    "fused(img/s)" "fused/legacy"
+printf '# %-10s %-6s %14s %14s %12s %14s %12s\n' "cuDNN API" "n" "graph(img/s)" "legacy(img/s)" "legacy/graph" \
+    "fused(img/s)" "fused/graph"
 for n in 32 256; do
-    printf '  %-10s %-6s %14s %14s %12s %14s %12s\n' resnet50 "$n" "${ips[ours$n]}" "${ips[graph$n]}" \
-        "$(ratio "${ips[graph$n]}" "${ips[ours$n]}")" "${ips[fused$n]}" "$(ratio "${ips[fused$n]}" "${ips[ours$n]}")"
+    printf '  %-10s %-6s %14s %14s %12s %14s %12s\n' resnet50 "$n" "${ips[ours$n]}" "${ips[legacy$n]}" \
+        "$(ratio "${ips[legacy$n]}" "${ips[ours$n]}")" "${ips[fused$n]}" "$(ratio "${ips[fused$n]}" "${ips[ours$n]}")"
 done
 nofuseb=$(cat "$out/bench.log" 2>/dev/null | grep -c 'no fused convolution statistics' || true)
 echo "# fused statistics: warnings of layers without an engine: tests ${nofuse:-na}, bench ${nofuseb:-na} (a fused row with warnings ran those layers unfused)"
@@ -268,7 +272,7 @@ for k in 1 2 2nccl; do
     printf '  %-50s %12s %10s %18s\n' "${prof[net]:-resnet50 n=64} workers=${k/nccl/ (nccl path)}" \
         "${prof[ips$k]:-na}" "${prof[step$k]:-na}" "${prof[exp$k]:-na}"
 done
-echo "# GPU tests rc=$gpu_rc, max_rel_err bf16=${maxrel:-na} fp32=${maxrel32:-na} fp16=${maxrel16:-na}, graph API bf16=${maxrelg:-na} fp32=${maxrel32g:-na}, fused bf16=${maxrelf:-na}; $(( $(date +%s) - t0 ))s in all"
+echo "# GPU tests rc=$gpu_rc, max_rel_err bf16=${maxrel:-na} fp32=${maxrel32:-na} fp16=${maxrel16:-na} (relative L2 bf16=${maxl2:-na} fp16=${maxl216:-na}), legacy API bf16=${maxrelg:-na} fp32=${maxrel32g:-na}, fused bf16=${maxrelf:-na}; $(( $(date +%s) - t0 ))s in all"
 rc=$gpu_rc
 if [ -n "${IH_BENCH_MIN_RATIO:-}" ]; then
     for n in 32 256; do
@@ -277,5 +281,5 @@ if [ -n "${IH_BENCH_MIN_RATIO:-}" ]; then
             || { echo "ratio at n=$n is $r < IH_BENCH_MIN_RATIO=$IH_BENCH_MIN_RATIO"; rc=1; }
     done
 fi
-echo "RESULT gpu=$gpu ours_n32_img_s=${ips[ours32]} torch_n32_img_s=${ips[torch32]} ours_n256_img_s=${ips[ours256]} torch_n256_img_s=${ips[torch256]} max_rel_err=${maxrel:-na} max_rel_err_fp32=${maxrel32:-na} max_rel_err_fp16=${maxrel16:-na} profile_k1_img_s=${prof[ips1]:-na} profile_k2_img_s=${prof[ips2]:-na} profile_k2_exposed_comm=${prof[exp2]:-na} profile_k2_nccl_img_s=${prof[ips2nccl]:-na} ours_graph_n32_img_s=${ips[graph32]} ours_graph_n256_img_s=${ips[graph256]} max_rel_err_graph=${maxrelg:-na} max_rel_err_fp32_graph=${maxrel32g:-na} ours_fused_n32_img_s=${ips[fused32]} ours_fused_n256_img_s=${ips[fused256]} max_rel_err_fused=${maxrelf:-na} gpu_tests_rc=$gpu_rc"
+echo "RESULT gpu=$gpu ours_n32_img_s=${ips[ours32]} torch_n32_img_s=${ips[torch32]} ours_n256_img_s=${ips[ours256]} torch_n256_img_s=${ips[torch256]} max_rel_err=${maxrel:-na} max_rel_err_fp32=${maxrel32:-na} max_rel_err_fp16=${maxrel16:-na} max_rel_l2=${maxl2:-na} max_rel_l2_fp16=${maxl216:-na} profile_k1_img_s=${prof[ips1]:-na} profile_k2_img_s=${prof[ips2]:-na} profile_k2_exposed_comm=${prof[exp2]:-na} profile_k2_nccl_img_s=${prof[ips2nccl]:-na} ours_legacy_n32_img_s=${ips[legacy32]} ours_legacy_n256_img_s=${ips[legacy256]} max_rel_err_legacy=${maxrelg:-na} max_rel_err_fp32_legacy=${maxrel32g:-na} ours_fused_n32_img_s=${ips[fused32]} ours_fused_n256_img_s=${ips[fused256]} max_rel_err_fused=${maxrelf:-na} gpu_tests_rc=$gpu_rc"
 exit $rc

@@ -1,8 +1,9 @@
 /* model/cuda/conv.cu — the CUDA executor's convolutions (net_impl.h): per layer, the plans
- * made at create on cuDNN's legacy API (descriptors, the heuristics' algorithm per direction,
- * replaced in bf16/fp16 by cudnnFind's measured fastest) or, with IH_CUDNN_API=graph or
- * IH_CUDNN_FUSE=stats, on its backend graph API (conv_graph.h), and the three directions'
- * dispatch on whichever the layer has. net.cu's file header describes the policies.
+ * made at create on cuDNN's backend graph API (conv_graph.h; the default, and always with
+ * IH_CUDNN_FUSE=stats) or, with IH_CUDNN_API=legacy, on its legacy API (descriptors, the
+ * heuristics' algorithm per direction, replaced in bf16/fp16 by cudnnFind's measured
+ * fastest), and the three directions' dispatch on whichever the layer has. net.cu's file
+ * header describes the policies.
  */
 #include <string.h>
 
@@ -38,7 +39,7 @@ ih_err model_cuda_conv_set_batch(net *e, conv_plan *p, const model_layer *l, int
     } while (0)
 
 
-/* IH_CUDNN_API=graph: the layer's plans on the backend graph API at max_batch, on the buffers
+/* The graph API (the default): the layer's plans on the backend graph API at max_batch, on the buffers
  * the step will use (their alignment is promised to cuDNN). Grows *ws_need. */
 static ih_err conv_graph_plan(net *e, int li, size_t *ws_need)
 {

@@ -118,14 +118,14 @@ typedef struct {
 ih_err model_cuda_conv_api_from_env(int *graph)
 {
     const char *v = getenv("IH_CUDNN_API");
-    *graph = 0;
-    if (!v || !*v || !strcmp(v, "legacy")) return IH_OK;
-    if (!strcmp(v, "graph")) {
-        *graph = 1;
+    *graph = 1;
+    if (!v || !*v || !strcmp(v, "graph")) return IH_OK;
+    if (!strcmp(v, "legacy")) {
+        *graph = 0;
         return IH_OK;
     }
-    return ih_fail(IH_E_USAGE, "IH_CUDNN_API=%s: unknown cuDNN API; use 'legacy' (cudnnConvolution*, "
-                   "the default) or 'graph' (the backend graph API)", v);
+    return ih_fail(IH_E_USAGE, "IH_CUDNN_API=%s: unknown cuDNN API; use 'graph' (the backend graph API, "
+                   "the default) or 'legacy' (cudnnConvolution* with cudnnFind)", v);
 }
 
 ih_err model_cuda_conv_fuse_from_env(int *fuse)

@@ -1,6 +1,6 @@
 /* model/cuda/conv_graph.h — one convolution layer's three directions (forward, backward data,
- * backward filter) on cuDNN's backend graph API (cudnnBackend* descriptors), the alternative
- * to net.cu's legacy cudnnConvolution* calls that IH_CUDNN_API=graph selects. C11; plain C
+ * backward filter) on cuDNN's backend graph API (cudnnBackend* descriptors): net.cu's default,
+ * with its legacy cudnnConvolution* calls the alternative (IH_CUDNN_API=legacy). C11; plain C
  * over cuDNN, so the file is compiled by the C compiler.
  *
  * Layouts as in net.cu: x, y and their gradients NHWC, filters KRSC (cuDNN's NHWC filter),
@@ -72,7 +72,7 @@ typedef struct {
                               3x3/1, bf16)"; copied */
 } model_cuda_conv_graph_desc;
 
-/* IH_CUDNN_API: unset, "" or "legacy" -> *graph = 0; "graph" -> 1; anything else IH_E_USAGE
+/* IH_CUDNN_API: unset, "" or "graph" -> *graph = 1; "legacy" -> 0; anything else IH_E_USAGE
  * with a message naming the accepted values. Any thread; reads the environment. */
 ih_err model_cuda_conv_api_from_env(int *graph);
 

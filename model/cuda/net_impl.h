@@ -29,7 +29,7 @@ typedef struct {
     cudnnConvolutionFwdAlgo_t fa;
     cudnnConvolutionBwdDataAlgo_t da;
     cudnnConvolutionBwdFilterAlgo_t wa;
-    model_cuda_conv_graph *gp;   /* IH_CUDNN_API=graph: the graph-API plans (the rest unused) */
+    model_cuda_conv_graph *gp;   /* the graph-API plans (the default; the rest unused then) */
 } conv_plan;
 
 struct model_cuda_net {
@@ -41,7 +41,7 @@ struct model_cuda_net {
     cudaEvent_t xev;               /* joins xs into s (model_cuda_join_uploads) */
     double momentum, eps;
     model_precision prec;
-    int graph_api;                 /* IH_CUDNN_API=graph (conv_graph.h), read at create */
+    int graph_api;                 /* 1 unless IH_CUDNN_API=legacy (conv_graph.h), read at create */
     int fuse_stats;                /* IH_CUDNN_FUSE: 0 none, 1 stats, 2 stats:require (bf16/fp16) */
     cudaStream_t s;
     cudnnHandle_t dnn;

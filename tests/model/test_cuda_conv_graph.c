@@ -1,6 +1,6 @@
 /* test_cuda_conv_graph — one convolution layer's forward, backward data and backward filter
- * through cuDNN's backend graph API (model/cuda/conv_graph.h, what IH_CUDNN_API=graph runs)
- * and through the legacy API (cudnnConvolution*, net.cu's default, driven here the way net.cu
+ * through cuDNN's backend graph API (model/cuda/conv_graph.h, net.cu's default)
+ * and through the legacy API (cudnnConvolution*, IH_CUDNN_API=legacy, driven here the way net.cu
  * drives it: FMA math in fp32, deterministic algorithms first), on the same random inputs, each
  * against a float64 reference computed in this file, independent of both.
  * Shapes: ResNet's kinds of convolution: 1x1 stride 1, 3x3 stride 1, 3x3 stride 2, the 1x1
@@ -189,13 +189,16 @@ static void reference(const layer *L, int nb, int beta, ref *R)
 
 /* Elementwise check with the file header's tolerance; prints the worst and first mismatches. */
 static void compare(const layer *L, const char *what, const double *got, const double *ref_v,
-                    const double *mag, size_t n)
+                    const double *mag, const double *old, size_t n)
 {
     size_t bad = 0;
     double worst = 0, worst_abs = 0;
     for (size_t i = 0; i < n; i++) {
         double d = fabs(got[i] - ref_v[i]);
         double tol = L->pr->exact ? 1e-5 * mag[i] : ldexp(fabs(ref_v[i]), -8) + 2e-5 * mag[i];
+        /* beta 1 in bf16: engines may round the convolution to bf16 before adding the old value
+         * (seen on an H100, legacy and graph alike: 1x1 backward-data and backward-filter) */
+        if (old && !L->pr->exact) tol += ldexp(fabs(ref_v[i] - old[i]), -8);
         double q = d / (tol + 1e-300);
         if (q > worst || isnan(got[i])) worst = isnan(got[i]) ? INFINITY : q;
         if (d > worst_abs) worst_abs = d;
@@ -239,7 +242,8 @@ static void check_outputs(layer *L, int nb, int beta, const char *api, ref *R, d
         if (d == 1 && L->sh->stem && !strncmp(api, "graph", 5)) continue;
         snprintf(what, sizeof what, "%s %s %s, batch %d, %s (beta %d)", api, L->pr->name, L->sh->name, nb, dir[d],
                  d ? beta : 0);
-        if (download(L, got, src[d], cnt[d])) compare(L, what, got, rv[d], mv[d], cnt[d]);
+        const double *old = beta && d == 1 ? L->dxo : beta && d == 2 ? L->dwo : NULL;
+        if (download(L, got, src[d], cnt[d])) compare(L, what, got, rv[d], mv[d], old, cnt[d]);
     }
 }
 
@@ -554,7 +558,7 @@ static void stats_run(layer *L, ref *R, double *got)
         char what[200];
         snprintf(what, sizeof what, "%s %s %s, batch %d, forward", api, L->pr->name, L->sh->name, nb);
         size_t ny = (size_t)nb * L->oh * L->ow * k;
-        if (download(L, got, L->y_d, ny)) compare(L, what, got, R->y, R->ym, ny);
+        if (download(L, got, L->y_d, ny)) compare(L, what, got, R->y, R->ym, NULL, ny);
         check_stats(L, nb, R, shift, hsum, hsum + k, api);
     }
 out:
@@ -671,7 +675,7 @@ static void check_env(const char *var, ih_err (*parse)(int *), const env_case *c
 
 static void check_api_env(void)
 {
-    static const env_case api[] = {{NULL, IH_OK, 0},    {"", IH_OK, 0},          {"legacy", IH_OK, 0},
+    static const env_case api[] = {{NULL, IH_OK, 1},    {"", IH_OK, 1},          {"legacy", IH_OK, 0},
                                    {"graph", IH_OK, 1}, {"Graph", IH_E_USAGE, 0}, {"v8", IH_E_USAGE, 0}};
     static const env_case fuse[] = {{NULL, IH_OK, 0},          {"", IH_OK, 0},         {"none", IH_OK, 0},
                                     {"stats", IH_OK, 1},       {"stats:require", IH_OK, 2},
