@@ -31,8 +31,9 @@
 # IH_BENCH_MIN_RATIO=x fails when ours/torch < x.
 # Splitting the work over two calls when one does not fit: IH_GPU_CHECK_TESTS=REGEX runs only
 # the GPU tests matching it (ctest -R), IH_GPU_CHECK_SKIP="tests bench profile" (any of them)
-# skips whole stages, IH_GPU_CHECK_TEST_TIMEOUT (default 200) bounds the test stage; a second
-# call on a warm machine reuses the build.
+# skips whole stages ("rows": only the eager, legacy-API and fused bench rows; "bn": bench_bn),
+# IH_GPU_CHECK_TEST_TIMEOUT (default 200) bounds the test stage; a second call on a warm
+# machine reuses the build.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/ih-gpu-out}
@@ -97,7 +98,7 @@ else
     # Only what this check runs: other modules' work in progress must not stop it.
     timeout 300 cmake --build "$build" -j "$jobs" --target test_cuda_probe test_train_step_contract \
         test_resnet_vs_pytorch test_cuda_vs_cpu_fp32 test_cuda_sgd test_cuda_grad_ready \
-        test_cuda_fp16_loss_scale test_cuda_conv_graph bench_train_step \
+        test_cuda_fp16_loss_scale test_cuda_conv_graph bench_train_step bench_bn \
         >"$out/build.log" 2>&1 || { grep -E 'error|Error' "$out/build.log" | head -n 40; echo "build failed"; }
     # The trainer and the data tools (2-worker test, profile stage): a separate build, so that a
     # failure there leaves the model tests above to run.
@@ -182,6 +183,8 @@ stage "benchmark: ResNet-50 training step (fwd+loss+bwd, no optimiser), syntheti
 if skipped bench; then for k in ours32 torch32 ours256 torch256 eager32 legacy32 legacy256 fused32 fused256; do ips[$k]=skipped; done
 else
 for n in 32 256; do bench_one ours $n; bench_one torch $n; done
+if skipped rows; then for k in eager32 legacy32 legacy256 fused32 fused256; do ips[$k]=skipped; done
+else
 if [ "$(left)" -gt 240 ]; then bench_one eager 32 # attribution: the same step without the CUDA graph
 else ips[eager32]=skipped; echo "eager row skipped: $(left)s of the budget left"; fi
 for n in 32 256; do # the same step with the convolutions on cuDNN's legacy API
@@ -194,6 +197,29 @@ for n in 256 32; do # and with the BN statistics fused into the convolutions (n 
     else ips[fused$n]=skipped; echo "fused row n=$n skipped: $(left)s of the budget left"; fi
 done
 fi
+fi
+
+# BatchNorm: our kernels against cuDNN's BN (BatchNormalization*Ex, what PyTorch's channels-last
+# BN calls) on every BN of ResNet-50, n = 256 and 32 (bench/bench_bn.cu)
+declare -A bn
+stage "benchmark: BatchNorm, ours vs cuDNN, ResNet-50's 53 BN layers, bf16"
+for n in 256 32; do
+    bn[r$n]=na; bn[f$n]=na; bn[c$n]=na
+    if skipped bench || skipped bn; then bn[r$n]=skipped; continue; fi
+    if [ "$dry" = 1 ]; then continue; fi
+    if [ "$(left)" -lt 100 ]; then bn[r$n]=skipped; echo "BN bench n=$n skipped: $(left)s of the budget left"; continue; fi
+    timeout 90 "$build/bench/bench_bn" --batch="$n" >"$out/bench_bn$n.tmp" 2>&1
+    echo "rc=$?" >>"$out/bench_bn$n.tmp"
+    { echo "-- bench_bn n=$n"; cat "$out/bench_bn$n.tmp"; } >>"$out/bench.log"
+    grep -E '^(#|  |RESULT|bench_bn)' "$out/bench_bn$n.tmp"
+    res=$(grep '^RESULT' "$out/bench_bn$n.tmp" | tail -n1)
+    rm -f "$out/bench_bn$n.tmp"
+    [ -z "$res" ] && continue
+    bn[r$n]=$(echo "$res" | sed -n 's/.* cudnn_over_ours=\([0-9.a-z]*\).*/\1/p')
+    bn[f$n]=$(echo "$res" | awk '{for(i=1;i<=NF;i++){split($i,a,"="); v[a[1]]=a[2]} printf "%.2f", v["ours_fwd_ms"]+v["ours_bwd_ms"]}')
+    bn[c$n]=$(echo "$res" | awk '{for(i=1;i<=NF;i++){split($i,a,"="); v[a[1]]=a[2]} printf "%.2f", v["cudnn_fwd_ms"]+v["cudnn_bwd_ms"]}')
+    bn[d$n]=$(echo "$res" | sed -n 's/.* maxdiff=\([^ ]*\).*/\1/p')
+done
 
 # End to end: the real trainer from an LMDB (decode, augmentation, H2D, graph step, per-layer
 # gradient copies and the allreduce with 2 workers, device SGD), --mode=profile's RESULT line.
@@ -265,6 +291,11 @@ for n in 32 256; do
     printf '  %-10s %-6s %14s %14s %12s %14s %12s\n' resnet50 "$n" "${ips[ours$n]}" "${ips[legacy$n]}" \
         "$(ratio "${ips[legacy$n]}" "${ips[ours$n]}")" "${ips[fused$n]}" "$(ratio "${ips[fused$n]}" "${ips[ours$n]}")"
 done
+printf '# %-40s %6s %16s %16s %14s %10s\n' "BatchNorm, all of resnet50's (fwd+bwd)" "n" "ours(ms)" "cuDNN(ms)" "cuDNN/ours" "maxdiff"
+for n in 32 256; do
+    printf '  %-40s %6s %16s %16s %14s %10s\n' "bf16 NHWC, ReLU fused where the net has it" "$n" "${bn[f$n]:-na}" \
+        "${bn[c$n]:-na}" "${bn[r$n]:-na}" "${bn[d$n]:-na}"
+done
 nofuseb=$(cat "$out/bench.log" 2>/dev/null | grep -c 'no fused convolution statistics' || true)
 echo "# fused statistics: warnings of layers without an engine: tests ${nofuse:-na}, bench ${nofuseb:-na} (a fused row with warnings ran those layers unfused)"
 printf '# %-50s %12s %10s %18s\n' "train --mode=profile (64 px)" "img/s total" "step(ms)" "exposed comm/step"
@@ -281,5 +312,5 @@ if [ -n "${IH_BENCH_MIN_RATIO:-}" ]; then
             || { echo "ratio at n=$n is $r < IH_BENCH_MIN_RATIO=$IH_BENCH_MIN_RATIO"; rc=1; }
     done
 fi
-echo "RESULT gpu=$gpu ours_n32_img_s=${ips[ours32]} torch_n32_img_s=${ips[torch32]} ours_n256_img_s=${ips[ours256]} torch_n256_img_s=${ips[torch256]} max_rel_err=${maxrel:-na} max_rel_err_fp32=${maxrel32:-na} max_rel_err_fp16=${maxrel16:-na} max_rel_l2=${maxl2:-na} max_rel_l2_fp16=${maxl216:-na} profile_k1_img_s=${prof[ips1]:-na} profile_k2_img_s=${prof[ips2]:-na} profile_k2_exposed_comm=${prof[exp2]:-na} profile_k2_nccl_img_s=${prof[ips2nccl]:-na} ours_legacy_n32_img_s=${ips[legacy32]} ours_legacy_n256_img_s=${ips[legacy256]} max_rel_err_legacy=${maxrelg:-na} max_rel_err_fp32_legacy=${maxrel32g:-na} ours_fused_n32_img_s=${ips[fused32]} ours_fused_n256_img_s=${ips[fused256]} max_rel_err_fused=${maxrelf:-na} gpu_tests_rc=$gpu_rc"
+echo "RESULT gpu=$gpu ours_n32_img_s=${ips[ours32]} torch_n32_img_s=${ips[torch32]} ours_n256_img_s=${ips[ours256]} torch_n256_img_s=${ips[torch256]} max_rel_err=${maxrel:-na} max_rel_err_fp32=${maxrel32:-na} max_rel_err_fp16=${maxrel16:-na} max_rel_l2=${maxl2:-na} max_rel_l2_fp16=${maxl216:-na} profile_k1_img_s=${prof[ips1]:-na} profile_k2_img_s=${prof[ips2]:-na} profile_k2_exposed_comm=${prof[exp2]:-na} profile_k2_nccl_img_s=${prof[ips2nccl]:-na} ours_legacy_n32_img_s=${ips[legacy32]} ours_legacy_n256_img_s=${ips[legacy256]} max_rel_err_legacy=${maxrelg:-na} max_rel_err_fp32_legacy=${maxrel32g:-na} ours_fused_n32_img_s=${ips[fused32]} ours_fused_n256_img_s=${ips[fused256]} max_rel_err_fused=${maxrelf:-na} bn_cudnn_over_ours_n256=${bn[r256]:-na} bn_cudnn_over_ours_n32=${bn[r32]:-na} gpu_tests_rc=$gpu_rc"
 exit $rc

@@ -54,6 +54,7 @@
 
 #include "core/cuda_check.h"
 #include "core/log.h"
+#include "model/cuda/bn.cuh"
 #include "model/cuda/kernels.cuh"
 #include "model/cuda/net.h"
 #include "model/cuda/probe.h"
@@ -114,99 +115,40 @@ int model_cuda_select_device(int local_rank, char *why, size_t why_len)
 
 /* ---- launchers: dtype dispatch, vector width 8 when channels allow ---- */
 
-/* pre: the convolution before this BN left the sums of its output, shifted by the running
- * mean, in partial[0][2][c] (IH_CUDNN_FUSE=stats): no statistics pass here. */
+/* A BN layer's tensors for bn.cuh's launchers. pre: the convolution before this BN left the
+ * sums of its output, shifted by the running mean, in partial[0][2][c] (IH_CUDNN_FUSE=stats):
+ * no statistics pass here. */
 template <typename TX, typename TY>
 static ih_err bn_fwd_train_t(net *e, const model_layer *l, int n, int pre)
 {
-    const model_graph *g = e->g;
-    const model_shape *xs = &g->tensors[l->in[0]];
-    size_t m = (size_t)n * xs->h * xs->w;
-    int c = xs->c;
-    const TX *x = (const TX *)e->val[l->in[0]];
-    TY *y = (TY *)e->val[l->out];
-    float *aux = e->aux + e->aux_off[l - g->layers];
-    float *rm = e->state + l->state_off, *rv = rm + c;
-    const int V = c % 8 == 0 ? 8 : 1;
-    int G = c / V, GB = G < 32 ? G : 32, RB = 256 / GB;
-    dim3 blk(GB, RB), grd((G + GB - 1) / GB, 1);
-    size_t rows = (m + RB - 1) / RB, want = (size_t)e->sms * 8 / grd.x + 1;
-    grd.y = (unsigned)(rows < want ? rows : want);
-    if (grd.y > PMAX) grd.y = PMAX;
-    size_t shm = 2 * (size_t)RB * GB * V * sizeof(float);
-    if (pre) {
-        grd.y = 1;
-    } else {
-        if (V == 8) bn_stats_k<TX, 8><<<grd, blk, shm, e->s>>>(x, m, c, e->partial);
-        else bn_stats_k<TX, 1><<<grd, blk, shm, e->s>>>(x, m, c, e->partial);
-        IH_CUDA_LAUNCHED("bn_stats_k");
-    }
-    bn_finalize_k<TX><<<(c + 31) / 32, dim3(32, FIN_ROWS), 0, e->s>>>(
-        x, pre ? rm : NULL, m, c, (int)grd.y, e->partial, e->params + l->w_off, e->params + l->b_off, aux,
-        rm, rv, e->momentum, e->eps);
-    IH_CUDA_LAUNCHED("bn_finalize_k");
-    size_t len = m * c;
-    int relu = e->fuse[l - g->layers];
-    if (V == 8) bn_apply_k<TX, TY, 8><<<grid_for(e, len / 8, 256), 256, 0, e->s>>>(x, y, len, c, aux, relu);
-    else bn_apply_k<TX, TY, 1><<<grid_for(e, len, 256), 256, 0, e->s>>>(x, y, len, c, aux, relu);
-    IH_CUDA_LAUNCHED("bn_apply_k");
-    return IH_OK;
+    const model_shape *xs = &e->g->tensors[l->in[0]];
+    float *rm = e->state + l->state_off, *rv = rm + xs->c;
+    return bn_train_fwd<TX, TY>(e->s, e->sms, (const TX *)e->val[l->in[0]], (TY *)e->val[l->out],
+                                (size_t)n * xs->h * xs->w, xs->c, pre ? rm : NULL, e->partial,
+                                e->params + l->w_off, e->params + l->b_off, e->aux + e->aux_off[l - e->g->layers],
+                                rm, rv, e->momentum, e->eps, e->fuse[l - e->g->layers]);
 }
 
 template <typename TX, typename TY>
 static ih_err bn_fwd_eval_t(net *e, const model_layer *l, int n)
 {
-    const model_graph *g = e->g;
-    const model_shape *xs = &g->tensors[l->in[0]];
-    size_t len = (size_t)n * xs->h * xs->w * xs->c;
-    int c = xs->c;
-    float *aux = e->aux + e->aux_off[l - g->layers];
-    float *rm = e->state + l->state_off, *rv = rm + c;
-    bn_eval_prep_k<<<(c + 127) / 128, 128, 0, e->s>>>(c, e->params + l->w_off,
-                                                        e->params + l->b_off, rm, rv, e->eps, aux);
-    IH_CUDA_LAUNCHED("bn_eval_prep_k");
-    const TX *x = (const TX *)e->val[l->in[0]];
-    TY *y = (TY *)e->val[l->out];
-    int relu = e->fuse[l - g->layers];
-    if (c % 8 == 0) bn_apply_k<TX, TY, 8><<<grid_for(e, len / 8, 256), 256, 0, e->s>>>(x, y, len, c, aux, relu);
-    else bn_apply_k<TX, TY, 1><<<grid_for(e, len, 256), 256, 0, e->s>>>(x, y, len, c, aux, relu);
-    IH_CUDA_LAUNCHED("bn_apply_k(eval)");
-    return IH_OK;
+    const model_shape *xs = &e->g->tensors[l->in[0]];
+    const float *rm = e->state + l->state_off;
+    return bn_eval_fwd<TX, TY>(e->s, e->sms, (const TX *)e->val[l->in[0]], (TY *)e->val[l->out],
+                               (size_t)n * xs->h * xs->w, xs->c, e->params + l->w_off, e->params + l->b_off, rm,
+                               rm + xs->c, e->eps, e->aux + e->aux_off[l - e->g->layers], e->fuse[l - e->g->layers]);
 }
 
 template <typename TX, typename TG>
 static ih_err bn_bwd_t(net *e, const model_layer *l, int n)
 {
-    const model_graph *g = e->g;
-    const model_shape *xs = &g->tensors[l->in[0]];
-    size_t m = (size_t)n * xs->h * xs->w;
-    int c = xs->c, li = (int)(l - g->layers), relu = e->fuse[li];
-    const TX *x = (const TX *)e->val[l->in[0]];
-    const TG *dy = (const TG *)e->grad[l->out], *y = (const TG *)e->val[l->out];
-    float *aux = e->aux + e->aux_off[li];
-    const int V = c % 8 == 0 ? 8 : 1;
-    int G = c / V, GB = G < 32 ? G : 32, RB = 256 / GB;
-    dim3 blk(GB, RB), grd((G + GB - 1) / GB, 1);
-    size_t rows = (m + RB - 1) / RB, want = (size_t)e->sms * 8 / grd.x + 1;
-    grd.y = (unsigned)(rows < want ? rows : want);
-    if (grd.y > PMAX) grd.y = PMAX;
-    size_t shm = 2 * (size_t)RB * GB * V * sizeof(float);
-    if (V == 8) bn_bwd_reduce_k<TX, TG, 8><<<grd, blk, shm, e->s>>>(x, dy, y, m, c, aux, e->partial, relu);
-    else bn_bwd_reduce_k<TX, TG, 1><<<grd, blk, shm, e->s>>>(x, dy, y, m, c, aux, e->partial, relu);
-    IH_CUDA_LAUNCHED("bn_bwd_reduce_k");
-    bn_bwd_finalize_k<<<(c + 31) / 32, dim3(32, FIN_ROWS), 0, e->s>>>(m, c, (int)grd.y, e->partial,
-                                                          e->params + l->w_off,
-                                                          e->grads + l->w_off,
-                                                          e->grads + l->b_off, aux, 1.0 / e->ls);
-    IH_CUDA_LAUNCHED("bn_bwd_finalize_k");
-    TX *dx = (TX *)e->grad[l->in[0]];
-    if (l->accum[0] < 0 || !dx) return IH_OK;
-    size_t len = m * c;
-    int acc = l->accum[0] > 0;
-    if (V == 8) bn_bwd_dx_k<TX, TG, 8><<<grid_for(e, len / 8, 256), 256, 0, e->s>>>(x, dy, y, dx, len, c, aux, acc, relu);
-    else bn_bwd_dx_k<TX, TG, 1><<<grid_for(e, len, 256), 256, 0, e->s>>>(x, dy, y, dx, len, c, aux, acc, relu);
-    IH_CUDA_LAUNCHED("bn_bwd_dx_k");
-    return IH_OK;
+    const model_shape *xs = &e->g->tensors[l->in[0]];
+    const int li = (int)(l - e->g->layers);
+    TX *dx = l->accum[0] < 0 ? NULL : (TX *)e->grad[l->in[0]];
+    return bn_train_bwd<TX, TG>(e->s, e->sms, (const TX *)e->val[l->in[0]], (const TG *)e->grad[l->out],
+                                (const TG *)e->val[l->out], dx, l->accum[0] > 0, (size_t)n * xs->h * xs->w, xs->c,
+                                e->partial, e->params + l->w_off, e->grads + l->w_off, e->grads + l->b_off,
+                                e->aux + e->aux_off[li], 1.0 / e->ls, e->fuse[li]);
 }
 
 /* Calls F<TX, TY>(args) for the runtime dtypes: fp32 and the net's one low-precision type (a

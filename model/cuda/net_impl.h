@@ -19,7 +19,6 @@
 #include "model/graph.h"
 
 enum { F32 = 0, BF16 = 1, F16 = 2 };
-enum { PMAX = 1024 };                          /* row blocks of a BN reduction */
 static const size_t WS_CAP = (size_t)1 << 30; /* cuDNN workspace cap, bytes */
 
 typedef struct {

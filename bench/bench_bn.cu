@@ -1,0 +1,346 @@
+/* bench_bn — our BatchNorm kernels (model/cuda/bn.cuh, what the CUDA executor runs) against
+ * cuDNN's batch normalization on every BN of ResNet-50 at 224 px, bf16 NHWC with fp32
+ * statistics and parameters, in the same run on the same buffers.
+ *
+ * Why: the GPU backend's issue asks for BN on cuDNN. cuDNN 9 offers it as
+ * cudnnBatchNormalizationForwardTrainingEx / BackwardEx (deprecated in cuDNN 9 but what
+ * PyTorch's channels-last BN still calls, with the SPATIAL_PERSISTENT mode and the BN+ReLU
+ * fusion), so this is the cuDNN BN a ResNet-50 step would get. This program times both on the
+ * net's own shapes; the executor keeps whichever the numbers favour.
+ *
+ * Per distinct shape (h, w, c, ReLU fused or not; from model_graph_build, so exactly the net's
+ * BN layers and their count): training forward (statistics, running-stat update, normalise,
+ * ReLU) and backward (dgamma, dbeta, dx, through the ReLU), each the median over --repeats of
+ * --iters back-to-back launches timed with CUDA events. Before timing, the two implementations'
+ * y and dx are compared on the first 4M elements (bf16 outputs, tolerance 2^-7 of the tensor's
+ * max |cuDNN|): "ok" when every y element is within it and at most 1 in 10^5 dx elements is
+ * not (where a pre-activation lies within fp32 rounding of 0, the two ReLU masks may differ
+ * and that dx element with them), else "DIFF". maxdiff is y's max |ours - cuDNN| / max |cuDNN|,
+ * "dx off" the count of dx elements outside the tolerance. The table's last row is the whole
+ * net (per-shape times x count).
+ *   bench_bn [--batch=256] [--iters=20] [--repeats=5]
+ * Exit 77 without a CUDA device. Last line:
+ *   RESULT gpu=.. n=.. ours_fwd_ms=.. cudnn_fwd_ms=.. ours_bwd_ms=.. cudnn_bwd_ms=..
+ *          cudnn_over_ours=.. maxdiff=.. ok=0|1
+ * (cudnn_over_ours: cuDNN's fwd+bwd time over ours; > 1 means ours is faster.)
+ */
+#include <cudnn.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "core/rng.h"
+#include "model/cuda/bn.cuh"
+extern "C" {
+#include "model/graph.h"
+}
+
+/* cuDNN 9 marks its BN and activation functions deprecated; this benchmark calls them on
+ * purpose (they are the cuDNN BN there is). */
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+#pragma nv_diag_suppress 1215
+#pragma nv_diag_suppress 1444
+
+#define CK(call)                                                                               \
+    do {                                                                                       \
+        cudaError_t ce_ = (call);                                                              \
+        if (ce_ != cudaSuccess) {                                                              \
+            fprintf(stderr, "bench_bn: %s: %s (line %d)\n", #call, cudaGetErrorString(ce_), __LINE__); \
+            exit(1);                                                                           \
+        }                                                                                      \
+    } while (0)
+
+typedef struct {
+    int h, w, c, relu, count;
+} bn_shape;
+
+/* x[i] = mean + scale * u, u uniform with unit variance from a hash of (seed, i): a fill at
+ * memory speed (the biggest tensor is 400 MB). */
+__global__ void fill_k(bf16 *x, size_t n, uint32_t seed, float scale, float mean)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        uint32_t h = (uint32_t)i * 2654435761u ^ seed;
+        h ^= h >> 16;
+        h *= 2246822519u;
+        h ^= h >> 13;
+        h *= 3266489917u;
+        h ^= h >> 16;
+        float u = (float)(h >> 8) * (1.0f / 16777216.0f); /* [0, 1) */
+        x[i] = __float2bfloat16(mean + scale * 3.4641016f * (u - 0.5f));
+    }
+}
+
+static void fill(bf16 *d, size_t n, uint32_t seed, float scale, float mean)
+{
+    fill_k<<<1024, 256>>>(d, n, seed, scale, mean);
+    CK(cudaGetLastError());
+}
+
+static void download_f(const bf16 *d, size_t n, std::vector<float> &out)
+{
+    std::vector<bf16> h(n);
+    CK(cudaMemcpy(h.data(), d, n * sizeof(bf16), cudaMemcpyDeviceToHost));
+    out.resize(n);
+    for (size_t i = 0; i < n; i++) out[i] = __bfloat162float(h[i]);
+}
+
+/* max |a - b| / max |b|; *off: how many elements differ by more than tol * max |b| */
+static double rel_maxdiff(const std::vector<float> &a, const std::vector<float> &b, double tol, size_t *off)
+{
+    double md = 0, sc = 0;
+    for (size_t i = 0; i < a.size(); i++) sc = std::max(sc, fabs((double)b[i]));
+    *off = 0;
+    for (size_t i = 0; i < a.size(); i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (std::isnan(d)) d = INFINITY;
+        md = std::max(md, d);
+        *off += !(d <= tol * sc);
+    }
+    return sc > 0 ? md / sc : md;
+}
+
+/* Median over repeats of the mean time (ms) of iters calls of f. */
+template <typename F> static double time_ms(F f, int iters, int repeats)
+{
+    cudaEvent_t a, b;
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
+    std::vector<double> t;
+    for (int i = 0; i < 3; i++) f(); /* warm-up */
+    for (int r = 0; r < repeats; r++) {
+        CK(cudaEventRecord(a, 0));
+        for (int i = 0; i < iters; i++) f();
+        CK(cudaEventRecord(b, 0));
+        CK(cudaEventSynchronize(b));
+        float ms = 0;
+        CK(cudaEventElapsedTime(&ms, a, b));
+        t.push_back(ms / iters);
+    }
+    CK(cudaEventDestroy(a));
+    CK(cudaEventDestroy(b));
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+}
+
+int main(int argc, char **argv)
+{
+    int n = 256, iters = 20, repeats = 5;
+    static const struct option opts[] = {{"batch", required_argument, 0, 'b'},
+                                         {"iters", required_argument, 0, 'i'},
+                                         {"repeats", required_argument, 0, 'r'},
+                                         {0, 0, 0, 0}};
+    for (int o; (o = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
+        if (o == 'b') n = atoi(optarg);
+        else if (o == 'i') iters = atoi(optarg);
+        else if (o == 'r') repeats = atoi(optarg);
+        else {
+            fprintf(stderr, "usage: %s [--batch=256] [--iters=20] [--repeats=5]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (n < 1 || iters < 1 || repeats < 1) {
+        fprintf(stderr, "bench_bn: --batch, --iters and --repeats must be >= 1\n");
+        return 2;
+    }
+    int ndev = 0;
+    if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
+        printf("bench_bn: no CUDA device: skipped\n");
+        return 77;
+    }
+    cudaDeviceProp prop;
+    CK(cudaGetDeviceProperties(&prop, 0));
+    char gpu[256];
+    snprintf(gpu, sizeof gpu, "%s", prop.name);
+    for (char *p = gpu; *p; p++)
+        if (*p == ' ') *p = '_';
+
+    /* the net's BN layers, grouped by shape and fused ReLU */
+    model_graph *g = NULL;
+    if (model_graph_build(&g, "resnet50", 224, 1000, 0) != IH_OK) {
+        fprintf(stderr, "bench_bn: %s\n", ih_last_error());
+        return 1;
+    }
+    std::vector<bn_shape> shapes;
+    for (int i = 0; i < g->nlayers; i++) {
+        const model_layer *l = &g->layers[i];
+        if (l->op != MODEL_OP_BN) continue;
+        const model_shape *s = &g->tensors[l->in[0]];
+        int relu = i + 1 < g->nlayers && g->layers[i + 1].op == MODEL_OP_RELU && g->layers[i + 1].in[0] == l->out;
+        bool found = false;
+        for (auto &b : shapes)
+            if (b.h == s->h && b.w == s->w && b.c == s->c && b.relu == relu) b.count++, found = true;
+        if (!found) shapes.push_back({s->h, s->w, s->c, relu, 1});
+    }
+    model_graph_destroy(g);
+
+    cudnnHandle_t dnn;
+    if (cudnnCreate(&dnn) != CUDNN_STATUS_SUCCESS) {
+        fprintf(stderr, "bench_bn: cudnnCreate failed\n");
+        return 1;
+    }
+    cudaStream_t st = 0;
+    cudnnSetStream(dnn, st);
+    size_t maxlen = 0;
+    int cmax = 0;
+    for (auto &b : shapes) {
+        maxlen = std::max(maxlen, (size_t)n * b.h * b.w * b.c);
+        cmax = std::max(cmax, b.c);
+    }
+    bf16 *x, *y, *dy, *dx, *y2, *dx2;
+    float *par, *aux, *partial, *ws = NULL, *rs = NULL;
+    CK(cudaMalloc(&x, maxlen * sizeof(bf16)));
+    CK(cudaMalloc(&y, maxlen * sizeof(bf16)));
+    CK(cudaMalloc(&dy, maxlen * sizeof(bf16)));
+    CK(cudaMalloc(&dx, maxlen * sizeof(bf16)));
+    CK(cudaMalloc(&y2, maxlen * sizeof(bf16)));
+    CK(cudaMalloc(&dx2, maxlen * sizeof(bf16)));
+    /* gamma, beta, running mean, running var, dgamma, dbeta, saved mean, saved inv var */
+    CK(cudaMalloc(&par, 8 * (size_t)cmax * sizeof(float)));
+    CK(cudaMalloc(&aux, 7 * (size_t)cmax * sizeof(float)));
+    CK(cudaMalloc(&partial, (size_t)PMAX * 2 * cmax * sizeof(float)));
+    size_t ws_bytes = 0, rs_bytes = 0;
+    const double eps = 1e-5, mom = 0.1;
+    const int sms = prop.multiProcessorCount;
+
+    printf("# BN layers of resnet50 at 224 px, n=%d, bf16 NHWC (fp32 statistics), %s; times in us (median of %d x %d)\n",
+           n, gpu, repeats, iters);
+    printf("# %-14s %4s %5s %10s %10s %10s %10s %9s %7s %7s\n", "h x w x c", "relu", "count", "ours fwd",
+           "cuDNN fwd", "ours bwd", "cuDNN bwd", "maxdiff", "dx off", "verify");
+    double tot[4] = {0, 0, 0, 0}, worst = 0;
+    int all_ok = 1, cudnn_ok = 1;
+    ih_rng r = ih_rng_make(5, 0, 0);
+    for (auto &b : shapes) {
+        const int c = b.c;
+        const size_t m = (size_t)n * b.h * b.w, len = m * c;
+        fill(x, len, 11u + (uint32_t)c, 2.0f, 0.5f);
+        fill(dy, len, 17u + (uint32_t)c, 1.0f, 0.0f);
+        std::vector<float> hp(8 * (size_t)c, 0.f);
+        for (int i = 0; i < c; i++) {
+            hp[i] = (float)(0.5 + ih_rng_uniform(&r)); /* gamma */
+            hp[c + i] = (float)(0.2 * ih_rng_normal(&r)); /* beta */
+            hp[3 * c + i] = 1.f;                      /* running var */
+        }
+        CK(cudaMemcpy(par, hp.data(), hp.size() * sizeof(float), cudaMemcpyHostToDevice));
+        float *gamma = par, *beta = par + c, *rm = par + 2 * c, *rv = par + 3 * c, *dgam = par + 4 * c,
+              *dbet = par + 5 * c, *smean = par + 6 * c, *sinv = par + 7 * c;
+
+        auto ours_fwd = [&]() {
+            if (bn_train_fwd<bf16, bf16>(st, sms, x, y, m, c, NULL, partial, gamma, beta, aux, rm, rv, mom, eps,
+                                         b.relu) != IH_OK) {
+                fprintf(stderr, "bench_bn: %s\n", ih_last_error());
+                exit(1);
+            }
+        };
+        auto ours_bwd = [&]() {
+            if (bn_train_bwd<bf16, bf16>(st, sms, x, dy, y, dx, 0, m, c, partial, gamma, dgam, dbet, aux, 1.0,
+                                         b.relu) != IH_OK) {
+                fprintf(stderr, "bench_bn: %s\n", ih_last_error());
+                exit(1);
+            }
+        };
+
+        /* cuDNN: NHWC bf16 x/y/dy/dx, fp32 derived per-channel tensors */
+        cudnnTensorDescriptor_t xd, pd;
+        cudnnActivationDescriptor_t act;
+        cudnnCreateTensorDescriptor(&xd);
+        cudnnCreateTensorDescriptor(&pd);
+        cudnnCreateActivationDescriptor(&act);
+        cudnnSetActivationDescriptor(act, CUDNN_ACTIVATION_RELU, CUDNN_NOT_PROPAGATE_NAN, 0.0);
+        const cudnnBatchNormMode_t mode = CUDNN_BATCHNORM_SPATIAL_PERSISTENT;
+        const cudnnBatchNormOps_t ops = b.relu ? CUDNN_BATCHNORM_OPS_BN_ACTIVATION : CUDNN_BATCHNORM_OPS_BN;
+        cudnnActivationDescriptor_t ad = b.relu ? act : NULL;
+        cudnnStatus_t s = cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_BFLOAT16, n, c, b.h, b.w);
+        if (s == CUDNN_STATUS_SUCCESS) s = cudnnDeriveBNTensorDescriptor(pd, xd, mode);
+        size_t wsf = 0, wsb = 0, rsz = 0;
+        if (s == CUDNN_STATUS_SUCCESS)
+            s = cudnnGetBatchNormalizationForwardTrainingExWorkspaceSize(dnn, mode, ops, xd, NULL, xd, pd, ad, &wsf);
+        if (s == CUDNN_STATUS_SUCCESS)
+            s = cudnnGetBatchNormalizationBackwardExWorkspaceSize(dnn, mode, ops, xd, xd, xd, NULL, xd, pd, ad, &wsb);
+        if (s == CUDNN_STATUS_SUCCESS) s = cudnnGetBatchNormalizationTrainingExReserveSpaceSize(dnn, mode, ops, ad, xd, &rsz);
+        if (s == CUDNN_STATUS_SUCCESS && std::max(wsf, wsb) > ws_bytes) {
+            if (ws) CK(cudaFree(ws));
+            ws_bytes = std::max(wsf, wsb);
+            CK(cudaMalloc(&ws, ws_bytes));
+        }
+        if (s == CUDNN_STATUS_SUCCESS && rsz > rs_bytes) {
+            if (rs) CK(cudaFree(rs));
+            rs_bytes = rsz;
+            CK(cudaMalloc(&rs, rs_bytes));
+        }
+        const float one = 1.f, zero = 0.f;
+        auto cudnn_fwd = [&]() {
+            return cudnnBatchNormalizationForwardTrainingEx(dnn, mode, ops, &one, &zero, xd, x, NULL, NULL, xd, y2, pd,
+                                                            gamma, beta, mom, rm, rv, eps, smean, sinv, ad, ws,
+                                                            ws_bytes, rs, rs_bytes);
+        };
+        auto cudnn_bwd = [&]() {
+            return cudnnBatchNormalizationBackwardEx(dnn, mode, ops, &one, &zero, &one, &one, xd, x, xd, y2, xd, dy,
+                                                     NULL, NULL, xd, dx2, pd, gamma, beta, dgam, dbet, eps, smean,
+                                                     sinv, ad, ws, ws_bytes, rs, rs_bytes);
+        };
+        double tf = NAN, tcf = NAN, tb = NAN, tcb = NAN, md = NAN;
+        size_t dxoff = 0;
+        const char *verdict = "na";
+        /* correctness first: one of each, then compare */
+        ours_fwd();
+        ours_bwd();
+        if (s == CUDNN_STATUS_SUCCESS) s = cudnn_fwd();
+        if (s == CUDNN_STATUS_SUCCESS) s = cudnn_bwd();
+        CK(cudaDeviceSynchronize());
+        if (s == CUDNN_STATUS_SUCCESS) {
+            /* the first rows (every channel; statistics are over all rows, so a wrong one shows) */
+            const size_t cmpn = std::min(len, (size_t)1 << 22);
+            const double tol = 1.0 / 128;
+            std::vector<float> a, bb;
+            size_t yoff = 0;
+            download_f(y, cmpn, a);
+            download_f(y2, cmpn, bb);
+            md = rel_maxdiff(a, bb, tol, &yoff);
+            download_f(dx, cmpn, a);
+            download_f(dx2, cmpn, bb);
+            (void)rel_maxdiff(a, bb, tol, &dxoff);
+            const int ok = yoff == 0 && dxoff * 100000 <= cmpn;
+            verdict = ok ? "ok" : "DIFF";
+            all_ok &= ok;
+            worst = std::max(worst, md);
+            tcf = time_ms([&]() { (void)cudnn_fwd(); }, iters, repeats);
+            tcb = time_ms([&]() { (void)cudnn_bwd(); }, iters, repeats);
+        } else {
+            cudnn_ok = 0;
+            fprintf(stderr, "bench_bn: cuDNN BN on %dx%dx%d (relu %d): %s\n", b.h, b.w, c, b.relu,
+                    cudnnGetErrorString(s));
+        }
+        tf = time_ms(ours_fwd, iters, repeats);
+        tb = time_ms(ours_bwd, iters, repeats);
+        CK(cudaGetLastError());
+        char nm[32];
+        snprintf(nm, sizeof nm, "%dx%dx%d", b.h, b.w, c);
+        printf("  %-14s %4d %5d %10.1f %10.1f %10.1f %10.1f %9.2e %7zu %7s\n", nm, b.relu, b.count, 1e3 * tf,
+               1e3 * tcf, 1e3 * tb, 1e3 * tcb, md, dxoff, verdict);
+        tot[0] += b.count * tf;
+        tot[1] += b.count * tcf;
+        tot[2] += b.count * tb;
+        tot[3] += b.count * tcb;
+        cudnnDestroyActivationDescriptor(act);
+        cudnnDestroyTensorDescriptor(pd);
+        cudnnDestroyTensorDescriptor(xd);
+    }
+    int nbn = 0;
+    for (auto &b : shapes) nbn += b.count;
+    char nm[32];
+    snprintf(nm, sizeof nm, "all %d BNs", nbn);
+    printf("  %-14s %4s %5d %10.1f %10.1f %10.1f %10.1f %9.2e %7s %7s\n", nm, "", nbn, 1e3 * tot[0],
+           1e3 * tot[1], 1e3 * tot[2], 1e3 * tot[3], worst, "", cudnn_ok ? (all_ok ? "ok" : "DIFF") : "na");
+    double ratio = cudnn_ok ? (tot[1] + tot[3]) / (tot[0] + tot[2]) : NAN;
+    printf("# cuDNN fwd+bwd / ours fwd+bwd = %.2f (> 1: ours faster)\n", ratio);
+    printf("RESULT gpu=%s n=%d ours_fwd_ms=%.3f cudnn_fwd_ms=%.3f ours_bwd_ms=%.3f cudnn_bwd_ms=%.3f "
+           "cudnn_over_ours=%.2f maxdiff=%.2e ok=%d\n",
+           gpu, n, tot[0], tot[1], tot[2], tot[3], ratio, worst, cudnn_ok && all_ok);
+    cudnnDestroy(dnn);
+    return cudnn_ok && all_ok ? 0 : 1;
+}
