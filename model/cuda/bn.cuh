@@ -21,7 +21,7 @@
 
 enum { PMAX = 1024 }; /* row blocks of a BN reduction, at most */
 
-/* Blocks for an elementwise kernel over work items: up to 16 per SM (net.cu's grid_for too). */
+/* Blocks for an elementwise kernel over work items: up to 16 per SM. */
 static inline unsigned bn_grid(int sms, size_t work, unsigned threads)
 {
     size_t b = (work + threads - 1) / threads, cap = (size_t)sms * 16;

@@ -14,7 +14,6 @@
 #include <cudnn.h>
 
 #include "core/err.h"
-#include "model/cuda/bn.cuh"
 #include "model/cuda/conv_graph.h"
 #include "model/cuda/net.h"
 #include "model/graph.h"
@@ -120,7 +119,8 @@ static inline void *lp_at(void *base, size_t off) { return (char *)base + 2 * of
 
 static inline unsigned grid_for(const net *e, size_t work, unsigned threads)
 {
-    return bn_grid(e->sms, work, threads);
+    size_t b = (work + threads - 1) / threads, cap = (size_t)e->sms * 16;
+    return (unsigned)(b < 1 ? 1 : b > cap ? cap : b);
 }
 
 /* beta of a conv's backward data / backward filter (1: accumulate into the gradient), one
