@@ -142,6 +142,20 @@ ih_err model_cuda_conv_fuse_from_env(int *fuse)
     return IH_OK;
 }
 
+ih_err model_cuda_bn_from_env(int *cudnn_bn)
+{
+    const char *v = getenv("IH_CUDNN_BN");
+    *cudnn_bn = 0;
+    if (!v || !*v || !strcmp(v, "ours")) return IH_OK;
+    if (!strcmp(v, "cudnn")) *cudnn_bn = 1;
+    else if (!strcmp(v, "cudnn:require")) *cudnn_bn = 2;
+    else
+        return ih_fail(IH_E_USAGE, "IH_CUDNN_BN=%s: unknown BatchNorm; use 'ours' (our CUDA kernels, the default), "
+                       "'cudnn' (cuDNN's batch normalization for the bf16/fp16 training step, our kernels for a "
+                       "layer cuDNN refuses) or 'cudnn:require' (the same, and an error where cuDNN refuses)", v);
+    return IH_OK;
+}
+
 static int64_t align_of(const void *p)
 {
     int64_t a = 256;

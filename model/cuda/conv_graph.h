@@ -81,6 +81,13 @@ ih_err model_cuda_conv_api_from_env(int *graph);
  * create fails naming the layer). Anything else IH_E_USAGE naming the accepted values. */
 ih_err model_cuda_conv_fuse_from_env(int *fuse);
 
+/* IH_CUDNN_BN (which BN the CUDA executor's bf16/fp16 training step runs): unset, "" or
+ * "ours" -> 0 (model/cuda/bn.cuh's kernels); "cudnn" -> 1 (cuDNN's BN, bn_cudnn.cu; a layer
+ * cuDNN refuses is logged and runs on ours); "cudnn:require" -> 2 (a refusal is an error).
+ * Anything else IH_E_USAGE naming the accepted values. Here with the other cuDNN switches so that one
+ * CPU-run test checks all their parsing. */
+ih_err model_cuda_bn_from_env(int *cudnn_bn);
+
 /* Plans the directions for d->n images (at most ws_cap bytes of workspace each) and logs the
  * engines at INFO. h: the handle the plans execute on, must outlive the object. *out owned by
  * the caller until model_cuda_conv_graph_destroy. IH_E_CUDA naming the layer, the direction,

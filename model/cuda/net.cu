@@ -19,6 +19,8 @@
  * forward finalizes from those sums instead of its own statistics pass (bn_fwd_train_t, pre).
  * Training forward only: eval runs the plain forward. Per layer and batch size, where cuDNN
  * has no engine for it the layer keeps the separate pass (stats:require: create fails).
+ * BN: our kernels (bn.cuh) by default; IH_CUDNN_BN=cudnn (bf16/fp16) runs the training
+ * forward and backward on cuDNN's BN instead (bn_cudnn.cu, which says what stays ours).
  * A training step is captured as a CUDA graph per (batch, loss scale) and replayed; input
  * copies run on their own stream, overlapped with the previous step (put_input).
  * Precision of tensors: the normalised input has the compute type, with its 3 channels
@@ -258,6 +260,7 @@ static ih_err set_batch(net *e, int n)
                            "batch %d, more than the %zu planned at max_batch %d", i,
                            a > b ? (a > c ? a : c) : (b > c ? b : c), n, e->ws_bytes, e->max_batch);
     }
+    if (e->bnd) IH_TRY(model_cuda_bn_dnn_set_batch(e, n));
     e->cur_n = n;
     return IH_OK;
 }
@@ -296,6 +299,7 @@ void model_cuda_net_destroy(net *e)
     /* the streams were drained above: no queued kernel still uses a plan */
     if (e->conv)
         for (int i = 0; i < e->g->nlayers; i++) model_cuda_conv_graph_destroy(e->conv[i].gp);
+    model_cuda_bn_dnn_destroy(e);
     for (int v = 0; v < 2; v++) {
         if (e->pt_ev[v])
             for (int j = 0; j < e->npts; j++)
@@ -390,6 +394,16 @@ static ih_err create_inner(net *e)
                 "the exact mode's deterministic ones)");
         e->fuse_stats = 0;
     }
+    IH_TRY(model_cuda_bn_from_env(&e->cudnn_bn));
+    if (e->cudnn_bn && e->prec == MODEL_PREC_FP32) {
+        IH_INFO(IH_LOG_MODEL, "model cuda: IH_CUDNN_BN=cudnn ignored in the fp32 exact mode (BN stays on our "
+                "deterministic kernels)");
+        e->cudnn_bn = 0;
+    }
+    if (e->cudnn_bn && e->fuse_stats)
+        return ih_fail(IH_E_USAGE, "model cuda: IH_CUDNN_BN=cudnn and IH_CUDNN_FUSE=stats both replace the BN's "
+                       "statistics pass (cuDNN's BN computes its own; the fused one takes the convolution's "
+                       "sums): unset one of them");
     if (e->fuse_stats && !e->graph_api) {
         IH_INFO(IH_LOG_MODEL, "model cuda: IH_CUDNN_FUSE=stats runs the convolutions on cuDNN's graph API "
                 "(IH_CUDNN_API=legacy ignored)");
@@ -553,13 +567,15 @@ static ih_err create_inner(net *e)
             ws = fws;
         }
     }
+    if (e->cudnn_bn) IH_TRY(model_cuda_bn_dnn_create(e, &ws));
     e->ws_bytes = ws;
     IH_CUDA(cudaMalloc(&e->ws, ws + 1));
     e->cur_n = B;
     IH_CUDA(cudaStreamSynchronize(e->s));
     IH_INFO(IH_LOG_MODEL, "model cuda: %s, %.1f MiB of activations+gradients for batch %d, "
-            "cuDNN %s API, workspace %.1f MiB", cdt != F32 ? dt_name(cdt) : "fp32 (exact)",
-            total / 1048576.0, B, e->graph_api ? "graph" : "legacy", ws / 1048576.0);
+            "cuDNN %s API, BN on %s, workspace %.1f MiB", cdt != F32 ? dt_name(cdt) : "fp32 (exact)",
+            total / 1048576.0, B, e->graph_api ? "graph" : "legacy", e->cudnn_bn ? "cuDNN" : "our kernels",
+            ws / 1048576.0);
     return IH_OK;
 }
 
@@ -956,9 +972,16 @@ static ih_err forward(net *e, int n, int train)
             break;
         }
         case MODEL_OP_BN:
-            if (train) IH_TRY(DISPATCH2(tx, ty, bn_fwd_train_t, e, l, n, stats_of == l->in[0]));
-            else IH_TRY(DISPATCH2(tx, ty, bn_fwd_eval_t, e, l, n));
+        {
+            int done = 0; /* by cuDNN (IH_CUDNN_BN); a refusal just now leaves it to ours */
+            if (train && model_cuda_bn_dnn_has_fwd(e, l)) {
+                IH_TRY(model_cuda_bn_dnn_fwd(e, l, n));
+                done = model_cuda_bn_dnn_has_fwd(e, l);
+            }
+            if (train && !done) IH_TRY(DISPATCH2(tx, ty, bn_fwd_train_t, e, l, n, stats_of == l->in[0]));
+            if (!train) IH_TRY(DISPATCH2(tx, ty, bn_fwd_eval_t, e, l, n));
             break;
+        }
         case MODEL_OP_RELU:
             if (!(i > 0 && e->fuse[i - 1])) IH_TRY(DISPATCH1(tx, relu_t, e, l->in[0], len, 0));
             break;
@@ -1039,7 +1062,16 @@ static ih_err backward(net *e, int n, int to_host)
             }
             break;
         }
-        case MODEL_OP_BN: IH_TRY(DISPATCH2(tx, ty, bn_bwd_t, e, l, n)); break;
+        case MODEL_OP_BN:
+        {
+            int done = 0; /* by cuDNN (IH_CUDNN_BN); a refusal just now leaves it to ours */
+            if (model_cuda_bn_dnn_has_bwd(e, l)) {
+                IH_TRY(model_cuda_bn_dnn_bwd(e, l, n));
+                done = model_cuda_bn_dnn_has_bwd(e, l);
+            }
+            if (!done) IH_TRY(DISPATCH2(tx, ty, bn_bwd_t, e, l, n));
+            break;
+        }
         case MODEL_OP_RELU:
             if (!(i > 0 && e->fuse[i - 1])) IH_TRY(DISPATCH1(tx, relu_t, e, l->in[0], len, 1));
             break;

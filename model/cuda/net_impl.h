@@ -31,6 +31,14 @@ typedef struct {
     model_cuda_conv_graph *gp;   /* the graph-API plans (the default; the rest unused then) */
 } conv_plan;
 
+/* A BN layer on cuDNN (IH_CUDNN_BN=cudnn, bn_cudnn.cu) */
+typedef struct {
+    cudnnTensorDescriptor_t x, p; /* x (= y, dy, dx) at the current batch; the per-channel tensors */
+    void *rs;                     /* reserve space, forward to backward, sized at max_batch */
+    size_t rs_bytes;
+    int ours_fwd, ours_bwd;       /* cuDNN refused that direction (IH_CUDNN_BN=cudnn): ours runs it */
+} bn_dnn;
+
 struct model_cuda_net {
     const model_graph *g;
     int max_batch, cur_n, sms;
@@ -42,6 +50,10 @@ struct model_cuda_net {
     model_precision prec;
     int graph_api;                 /* 1 unless IH_CUDNN_API=legacy (conv_graph.h), read at create */
     int fuse_stats;                /* IH_CUDNN_FUSE: 0 none, 1 stats, 2 stats:require (bf16/fp16) */
+    int cudnn_bn;                  /* IH_CUDNN_BN=cudnn (bf16/fp16), read at create */
+    bn_dnn *bnd;                   /* per layer (BN only) when BN trains on cuDNN, else NULL */
+    cudnnActivationDescriptor_t relu_act; /* the ReLU cuDNN's BN fuses */
+    unsigned char *bn_rs;          /* the BN layers' reserve spaces, one allocation */
     cudaStream_t s;
     cudnnHandle_t dnn;
     cublasHandle_t blas;
@@ -129,6 +141,28 @@ static inline unsigned grid_for(const net *e, size_t work, unsigned threads)
  * scratch and the stem's padded gradient are overwritten and added afterwards. */
 static inline int accum_data(const model_layer *l) { return l->accum[0] > 0; }
 static inline int accum_filter(const net *e, const model_layer *l) { return e->dt[l->in[0]] == F32 && l->in[0] != 0; }
+
+/* ---- bn_cudnn.cu: BN's training forward and backward on cuDNN (IH_CUDNN_BN=cudnn) ---- */
+
+/* Descriptors and reserve spaces of every BN layer at max_batch (bf16/fp16, after e->dt and
+ * e->fuse are set); grows *ws_need to cuDNN's BN workspace. IH_E_CUDA naming the layer when
+ * cuDNN refuses a shape. */
+ih_err model_cuda_bn_dnn_create(net *e, size_t *ws_need);
+/* Re-describes every BN layer for n images; IH_E_INTERNAL if cuDNN would need more workspace
+ * or reserve space than planned. Host work, no allocation. */
+ih_err model_cuda_bn_dnn_set_batch(net *e, int n);
+/* 1 when cuDNN runs l's training forward: BN on cuDNN and not refused for l before. */
+int model_cuda_bn_dnn_has_fwd(const net *e, const model_layer *l);
+/* The training forward of BN layer l (y, running statistics, aux's mean and inverse std).
+ * A refusal under IH_CUDNN_BN=cudnn is logged and leaves has_fwd 0 for l: the caller then
+ * asks has_fwd again and runs ours. */
+ih_err model_cuda_bn_dnn_fwd(net *e, const model_layer *l, int n);
+/* 1 when cuDNN runs l's backward: its forward ran on cuDNN, neither direction was refused,
+ * and dx is written (not added to, not unwanted). */
+int model_cuda_bn_dnn_has_bwd(const net *e, const model_layer *l);
+/* Refusals as for the forward (has_bwd then 0). */
+ih_err model_cuda_bn_dnn_bwd(net *e, const model_layer *l, int n);
+void model_cuda_bn_dnn_destroy(net *e);
 
 /* ---- conv.cu ---- */
 

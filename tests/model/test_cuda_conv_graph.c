@@ -642,7 +642,7 @@ static void run_layer(cudnnHandle_t h, cudaStream_t s, const shape *sh, const pr
     free(got);
 }
 
-/* IH_CUDNN_API and IH_CUDNN_FUSE parsing need no device, so they are checked before the skip. */
+/* IH_CUDNN_API, IH_CUDNN_FUSE and IH_CUDNN_BN parsing need no device, so they are checked before the skip. */
 typedef struct {
     const char *v; /* NULL: unset */
     ih_err want;
@@ -681,8 +681,12 @@ static void check_api_env(void)
                                     {"stats", IH_OK, 1},       {"stats:require", IH_OK, 2},
                                     {"bn", IH_E_USAGE, 0},     {"stats:", IH_E_USAGE, 0}};
     check_env("IH_CUDNN_API", model_cuda_conv_api_from_env, api, sizeof api / sizeof api[0], "legacy", "graph");
+    static const env_case bn[] = {{NULL, IH_OK, 0},       {"", IH_OK, 0},          {"ours", IH_OK, 0},
+                                  {"cudnn", IH_OK, 1},    {"cudnn:require", IH_OK, 2},
+                                  {"cuDNN", IH_E_USAGE, 0}, {"1", IH_E_USAGE, 0}, {"cudnn:", IH_E_USAGE, 0}};
     check_env("IH_CUDNN_FUSE", model_cuda_conv_fuse_from_env, fuse, sizeof fuse / sizeof fuse[0], "stats:require",
               "none");
+    check_env("IH_CUDNN_BN", model_cuda_bn_from_env, bn, sizeof bn / sizeof bn[0], "ours", "cudnn:require");
 }
 
 int main(void)

@@ -298,9 +298,12 @@ int main(int argc, char **argv)
         run("resnet50", 4, 128, 10, 4);
         run("resnet50", 8, 128, 10, 4);
     }
-    /* the graph-API and fused runs report apart (gpu_check.sh) */
-    const char *api = getenv("IH_CUDNN_API"), *fuse = getenv("IH_CUDNN_FUSE");
-    const char *variant = fuse && !strncmp(fuse, "stats", 5) ? "_fused" : api && !strcmp(api, "legacy") ? "_legacy" : "";
+    /* the graph-API, fused and cuDNN-BN runs report apart (gpu_check.sh) */
+    const char *api = getenv("IH_CUDNN_API"), *fuse = getenv("IH_CUDNN_FUSE"), *bn = getenv("IH_CUDNN_BN");
+    const char *variant = fuse && !strncmp(fuse, "stats", 5) ? "_fused"
+                          : bn && !strncmp(bn, "cudnn", 5)   ? "_cudnnbn"
+                          : api && !strcmp(api, "legacy")    ? "_legacy"
+                                                             : "";
     printf("MAXREL %s%s %.3e\n", prec_name(), variant, g_maxrel);
     printf("MAXL2 %s%s %.3e\n", prec_name(), variant, g_maxl2);
     return ih_test_result();
