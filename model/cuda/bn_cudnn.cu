@@ -68,8 +68,8 @@ static ih_err dnn_fail(const net *e, int li, int n, const char *what, cudnnStatu
 }
 
 /* Describes layer li's x for n images; *ws and *rs: the forward's and backward's largest
- * workspace, and the reserve space, cuDNN wants for it. */
-static ih_err describe(net *e, int li, int n, size_t *ws, size_t *rs)
+ * workspace, and the reserve space, cuDNN wants for it. Not SUCCESS: *what names the call. */
+static cudnnStatus_t describe(net *e, int li, int n, size_t *ws, size_t *rs, const char **what)
 {
     const model_layer *l = &e->g->layers[li];
     const model_shape *s = &e->g->tensors[l->in[0]];
@@ -77,18 +77,43 @@ static ih_err describe(net *e, int li, int n, size_t *ws, size_t *rs)
     const cudnnBatchNormOps_t ops = ops_of(e, li);
     cudnnActivationDescriptor_t act = e->fuse[li] ? e->relu_act : NULL;
     size_t wf = 0, wb = 0;
+    *what = "cudnnSetTensor4dDescriptor";
     cudnnStatus_t st = cudnnSetTensor4dDescriptor(b->x, CUDNN_TENSOR_NHWC, dnn_type(e->lp), n, s->c, s->h, s->w);
-    if (st != CUDNN_STATUS_SUCCESS) return dnn_fail(e, li, n, "cudnnSetTensor4dDescriptor", st);
+    if (st != CUDNN_STATUS_SUCCESS) return st;
+    if (!b->p_set) {
+        *what = "cudnnDeriveBNTensorDescriptor";
+        st = cudnnDeriveBNTensorDescriptor(b->p, b->x, MODE);
+        if (st != CUDNN_STATUS_SUCCESS) return st;
+        b->p_set = 1;
+    }
+    *what = "cudnnGetBatchNormalizationForwardTrainingExWorkspaceSize";
     st = cudnnGetBatchNormalizationForwardTrainingExWorkspaceSize(e->dnn, MODE, ops, b->x, NULL, b->x, b->p, act,
                                                                    &wf);
-    if (st != CUDNN_STATUS_SUCCESS) return dnn_fail(e, li, n, "forward workspace size", st);
+    if (st != CUDNN_STATUS_SUCCESS) return st;
+    *what = "cudnnGetBatchNormalizationBackwardExWorkspaceSize";
     st = cudnnGetBatchNormalizationBackwardExWorkspaceSize(e->dnn, MODE, ops, b->x, b->x, b->x, NULL, b->x, b->p,
                                                            act, &wb);
-    if (st != CUDNN_STATUS_SUCCESS) return dnn_fail(e, li, n, "backward workspace size", st);
+    if (st != CUDNN_STATUS_SUCCESS) return st;
+    *what = "cudnnGetBatchNormalizationTrainingExReserveSpaceSize";
     st = cudnnGetBatchNormalizationTrainingExReserveSpaceSize(e->dnn, MODE, ops, act, b->x, rs);
-    if (st != CUDNN_STATUS_SUCCESS) return dnn_fail(e, li, n, "reserve space size", st);
+    if (st != CUDNN_STATUS_SUCCESS) return st;
     *ws = wf > wb ? wf : wb;
-    return IH_OK;
+    return CUDNN_STATUS_SUCCESS;
+}
+
+static int refused(cudnnStatus_t st);
+static ih_err refusal(const net *e, int li, int n, const char *what, cudnnStatus_t st, int *ours);
+
+/* describe, where a refusal (file header) leaves the layer to ours (or, with require, fails) */
+static ih_err describe_or_refuse(net *e, int li, int n, size_t *ws, size_t *rs)
+{
+    const char *what = "";
+    *ws = *rs = 0;
+    cudnnStatus_t st = describe(e, li, n, ws, rs, &what);
+    if (st == CUDNN_STATUS_SUCCESS) return IH_OK;
+    *ws = *rs = 0;
+    if (refused(st)) return refusal(e, li, n, what, st, &e->bnd[li].ours_fwd);
+    return dnn_fail(e, li, n, what, st);
 }
 
 ih_err model_cuda_bn_dnn_create(net *e, size_t *ws_need)
@@ -114,12 +139,9 @@ ih_err model_cuda_bn_dnn_create(net *e, size_t *ws_need)
         bn_dnn *b = &e->bnd[i];
         IH_CUDNN(cudnnCreateTensorDescriptor(&b->x));
         IH_CUDNN(cudnnCreateTensorDescriptor(&b->p));
-        const model_shape *s = &g->tensors[l->in[0]];
-        IH_CUDNN(cudnnSetTensor4dDescriptor(b->x, CUDNN_TENSOR_NHWC, dnn_type(e->lp), B, s->c, s->h, s->w));
-        cudnnStatus_t st = cudnnDeriveBNTensorDescriptor(b->p, b->x, MODE);
-        if (st != CUDNN_STATUS_SUCCESS) return dnn_fail(e, i, B, "cudnnDeriveBNTensorDescriptor", st);
         size_t ws = 0;
-        IH_TRY(describe(e, i, B, &ws, &b->rs_bytes));
+        IH_TRY(describe_or_refuse(e, i, B, &ws, &b->rs_bytes));
+        if (b->ours_fwd) continue;
         if (ws > ws_max) ws_max = ws;
         rs_total += (b->rs_bytes + 255) & ~(size_t)255;
         count++;
@@ -140,9 +162,10 @@ ih_err model_cuda_bn_dnn_create(net *e, size_t *ws_need)
 ih_err model_cuda_bn_dnn_set_batch(net *e, int n)
 {
     for (int i = 0; i < e->g->nlayers; i++) {
-        if (e->g->layers[i].op != MODEL_OP_BN) continue;
+        if (e->g->layers[i].op != MODEL_OP_BN || e->bnd[i].ours_fwd) continue;
         size_t ws = 0, rs = 0;
-        IH_TRY(describe(e, i, n, &ws, &rs));
+        IH_TRY(describe_or_refuse(e, i, n, &ws, &rs));
+        if (e->bnd[i].ours_fwd) continue;
         if (ws > e->ws_bytes || rs > e->bnd[i].rs_bytes) {
             char lb[96];
             label(e, i, n, lb, sizeof lb);

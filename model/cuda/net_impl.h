@@ -36,6 +36,7 @@ typedef struct {
     cudnnTensorDescriptor_t x, p; /* x (= y, dy, dx) at the current batch; the per-channel tensors */
     void *rs;                     /* reserve space, forward to backward, sized at max_batch */
     size_t rs_bytes;
+    int p_set;                    /* p derived from x */
     int ours_fwd, ours_bwd;       /* cuDNN refused that direction (IH_CUDNN_BN=cudnn): ours runs it */
 } bn_dnn;
 
