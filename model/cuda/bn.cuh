@@ -17,16 +17,10 @@
 
 #include "core/cuda_check.h"
 #include "core/err.h"
+#include "model/cuda/grid.h"
 #include "model/cuda/kernels.cuh"
 
 enum { PMAX = 1024 }; /* row blocks of a BN reduction, at most */
-
-/* Blocks for an elementwise kernel over work items: up to 16 per SM. */
-static inline unsigned bn_grid(int sms, size_t work, unsigned threads)
-{
-    size_t b = (work + threads - 1) / threads, cap = (size_t)sms * 16;
-    return (unsigned)(b < 1 ? 1 : b > cap ? cap : b);
-}
 
 /* The reductions' geometry: x over groups of V channels (V = 8 when c allows), y over rows;
  * about 8 blocks per SM, at most PMAX row blocks. */
@@ -70,8 +64,8 @@ static ih_err bn_train_fwd(cudaStream_t s, int sms, const TX *x, TY *y, size_t m
                                                                   beta, aux, run_mean, run_var, momentum, eps);
     IH_CUDA_LAUNCHED("bn_finalize_k");
     size_t len = m * c;
-    if (g.V == 8) bn_apply_k<TX, TY, 8><<<bn_grid(sms, len / 8, 256), 256, 0, s>>>(x, y, len, c, aux, relu);
-    else bn_apply_k<TX, TY, 1><<<bn_grid(sms, len, 256), 256, 0, s>>>(x, y, len, c, aux, relu);
+    if (g.V == 8) bn_apply_k<TX, TY, 8><<<model_cuda_grid(sms, len / 8, 256), 256, 0, s>>>(x, y, len, c, aux, relu);
+    else bn_apply_k<TX, TY, 1><<<model_cuda_grid(sms, len, 256), 256, 0, s>>>(x, y, len, c, aux, relu);
     IH_CUDA_LAUNCHED("bn_apply_k");
     return IH_OK;
 }
@@ -85,8 +79,8 @@ static ih_err bn_eval_fwd(cudaStream_t s, int sms, const TX *x, TY *y, size_t m,
     bn_eval_prep_k<<<(c + 127) / 128, 128, 0, s>>>(c, gamma, beta, run_mean, run_var, eps, aux);
     IH_CUDA_LAUNCHED("bn_eval_prep_k");
     size_t len = m * c;
-    if (c % 8 == 0) bn_apply_k<TX, TY, 8><<<bn_grid(sms, len / 8, 256), 256, 0, s>>>(x, y, len, c, aux, relu);
-    else bn_apply_k<TX, TY, 1><<<bn_grid(sms, len, 256), 256, 0, s>>>(x, y, len, c, aux, relu);
+    if (c % 8 == 0) bn_apply_k<TX, TY, 8><<<model_cuda_grid(sms, len / 8, 256), 256, 0, s>>>(x, y, len, c, aux, relu);
+    else bn_apply_k<TX, TY, 1><<<model_cuda_grid(sms, len, 256), 256, 0, s>>>(x, y, len, c, aux, relu);
     IH_CUDA_LAUNCHED("bn_apply_k(eval)");
     return IH_OK;
 }
@@ -109,8 +103,8 @@ static ih_err bn_train_bwd(cudaStream_t s, int sms, const TX *x, const TG *dy, c
     if (!dx) return IH_OK;
     size_t len = m * c;
     if (g.V == 8)
-        bn_bwd_dx_k<TX, TG, 8><<<bn_grid(sms, len / 8, 256), 256, 0, s>>>(x, dy, y, dx, len, c, aux, accum, relu);
-    else bn_bwd_dx_k<TX, TG, 1><<<bn_grid(sms, len, 256), 256, 0, s>>>(x, dy, y, dx, len, c, aux, accum, relu);
+        bn_bwd_dx_k<TX, TG, 8><<<model_cuda_grid(sms, len / 8, 256), 256, 0, s>>>(x, dy, y, dx, len, c, aux, accum, relu);
+    else bn_bwd_dx_k<TX, TG, 1><<<model_cuda_grid(sms, len, 256), 256, 0, s>>>(x, dy, y, dx, len, c, aux, accum, relu);
     IH_CUDA_LAUNCHED("bn_bwd_dx_k");
     return IH_OK;
 }

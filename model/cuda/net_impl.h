@@ -15,6 +15,7 @@
 
 #include "core/err.h"
 #include "model/cuda/conv_graph.h"
+#include "model/cuda/grid.h"
 #include "model/cuda/net.h"
 #include "model/graph.h"
 
@@ -132,8 +133,7 @@ static inline void *lp_at(void *base, size_t off) { return (char *)base + 2 * of
 
 static inline unsigned grid_for(const net *e, size_t work, unsigned threads)
 {
-    size_t b = (work + threads - 1) / threads, cap = (size_t)e->sms * 16;
-    return (unsigned)(b < 1 ? 1 : b > cap ? cap : b);
+    return model_cuda_grid(e->sms, work, threads);
 }
 
 /* beta of a conv's backward data / backward filter (1: accumulate into the gradient), one
