@@ -21,8 +21,14 @@
  *   bench_bn [--batch=256] [--iters=20] [--repeats=5]
  * Exit 77 without a CUDA device. Last line:
  *   RESULT gpu=.. n=.. ours_fwd_ms=.. cudnn_fwd_ms=.. ours_bwd_ms=.. cudnn_bwd_ms=..
- *          cudnn_over_ours=.. maxdiff=.. ok=0|1
+ *          cudnn_over_ours=.. maxdiff=.. ok=0|1 add_ours_ms=.. add_cudnn_ms=..
+ *          add_cudnn_over_ours=.. add_ok=0|1
  * (cudnn_over_ours: cuDNN's fwd+bwd time over ours; > 1 means ours is faster.)
+ * A second table times each block's last BN with its residual join (relu(BN(x) + z)): ours as
+ * the executor runs it (the BN, then the add kernel with the ReLU; backward the add kernel's
+ * two gradients, then the BN's) against cuDNN's BN_ADD_ACTIVATION in one call, checked the
+ * same way (y = the join's output; dx and dz together, 2 in 10^5 allowed); add_* sum it over
+ * the net's joins. The exit status follows the first table only.
  */
 #include <cudnn.h>
 #include <getopt.h>
@@ -56,7 +62,8 @@ extern "C" {
     } while (0)
 
 typedef struct {
-    int h, w, c, relu, count;
+    int h, w, c, relu, add, count; /* add: the BN's output is a residual ADD's branch input, the
+                                      ADD followed by a ReLU (what BN_ADD_ACTIVATION fuses) */
 } bn_shape;
 
 /* x[i] = mean + scale * u, u uniform with unit variance from a hash of (seed, i): a fill at
@@ -171,10 +178,14 @@ int main(int argc, char **argv)
         if (l->op != MODEL_OP_BN) continue;
         const model_shape *s = &g->tensors[l->in[0]];
         int relu = i + 1 < g->nlayers && g->layers[i + 1].op == MODEL_OP_RELU && g->layers[i + 1].in[0] == l->out;
+        int add = 0;
+        for (int j = i + 1; j + 1 < g->nlayers; j++)
+            if (g->layers[j].op == MODEL_OP_ADD && g->layers[j].in[0] == l->out)
+                add = g->layers[j + 1].op == MODEL_OP_RELU && g->layers[j + 1].in[0] == g->layers[j].out;
         bool found = false;
         for (auto &b : shapes)
-            if (b.h == s->h && b.w == s->w && b.c == s->c && b.relu == relu) b.count++, found = true;
-        if (!found) shapes.push_back({s->h, s->w, s->c, relu, 1});
+            if (b.h == s->h && b.w == s->w && b.c == s->c && b.relu == relu && b.add == add) b.count++, found = true;
+        if (!found) shapes.push_back({s->h, s->w, s->c, relu, add, 1});
     }
     model_graph_destroy(g);
 
@@ -191,8 +202,20 @@ int main(int argc, char **argv)
         maxlen = std::max(maxlen, (size_t)n * b.h * b.w * b.c);
         cmax = std::max(cmax, b.c);
     }
+    size_t addlen = 0; /* the largest BN+add+ReLU tensor */
+    for (auto &b : shapes)
+        if (b.add) addlen = std::max(addlen, (size_t)n * b.h * b.w * b.c);
     bf16 *x, *y, *dy, *dx, *y2, *dx2;
+    bf16 *z = NULL, *ya = NULL, *y2a = NULL, *dbn = NULL, *dz = NULL, *dz2 = NULL; /* the add rows' */
     float *par, *aux, *partial, *ws = NULL, *rs = NULL;
+    if (addlen) {
+        CK(cudaMalloc(&z, addlen * sizeof(bf16)));
+        CK(cudaMalloc(&ya, addlen * sizeof(bf16)));
+        CK(cudaMalloc(&y2a, addlen * sizeof(bf16)));
+        CK(cudaMalloc(&dbn, addlen * sizeof(bf16)));
+        CK(cudaMalloc(&dz, addlen * sizeof(bf16)));
+        CK(cudaMalloc(&dz2, addlen * sizeof(bf16)));
+    }
     CK(cudaMalloc(&x, maxlen * sizeof(bf16)));
     CK(cudaMalloc(&y, maxlen * sizeof(bf16)));
     CK(cudaMalloc(&dy, maxlen * sizeof(bf16)));
@@ -212,6 +235,17 @@ int main(int argc, char **argv)
     printf("# %-14s %4s %5s %10s %10s %10s %10s %9s %7s %7s\n", "h x w x c", "relu", "count", "ours fwd",
            "cuDNN fwd", "ours bwd", "cuDNN bwd", "maxdiff", "dx off", "verify");
     double tot[4] = {0, 0, 0, 0}, worst = 0;
+    /* BN + residual add + ReLU: ours (BN, then the add kernel) against cuDNN's
+     * BN_ADD_ACTIVATION, per shape; printed as a second table */
+    struct add_row {
+        char nm[32];
+        int count;
+        double of, cf, ob, cb, md;
+        size_t off;
+        const char *verdict;
+    };
+    std::vector<add_row> adds;
+    int add_ok = 1, add_cudnn_ok = 1;
     int all_ok = 1, cudnn_ok = 1;
     ih_rng r = ih_rng_make(5, 0, 0);
     for (auto &b : shapes) {
@@ -326,6 +360,95 @@ int main(int argc, char **argv)
         tot[1] += b.count * tcf;
         tot[2] += b.count * tb;
         tot[3] += b.count * tcb;
+        if (b.add) {
+            add_row ar = {"", b.count, NAN, NAN, NAN, NAN, NAN, 0, "na"};
+            snprintf(ar.nm, sizeof ar.nm, "%dx%dx%d", b.h, b.w, c);
+            fill(z, len, 23u + (uint32_t)c, 1.0f, 0.2f);
+            const bool v8 = c % 8 == 0;
+            const unsigned gb = model_cuda_grid(sms, v8 ? len / 8 : len, 256);
+            auto ours_fwd_add = [&]() {
+                if (bn_train_fwd<bf16, bf16>(st, sms, x, y, m, c, NULL, partial, gamma, beta, aux, rm, rv, mom, eps, 0) !=
+                    IH_OK) {
+                    fprintf(stderr, "bench_bn: %s\n", ih_last_error());
+                    exit(1);
+                }
+                if (v8) add_fwd_k<bf16, 8><<<gb, 256, 0, st>>>(y, z, ya, len, 1);
+                else add_fwd_k<bf16, 1><<<gb, 256, 0, st>>>(y, z, ya, len, 1);
+            };
+            auto ours_bwd_add = [&]() {
+                if (v8) add_bwd_k<bf16, 8><<<gb, 256, 0, st>>>(dy, ya, dbn, 0, dz, 0, len, 1);
+                else add_bwd_k<bf16, 1><<<gb, 256, 0, st>>>(dy, ya, dbn, 0, dz, 0, len, 1);
+                if (bn_train_bwd<bf16, bf16>(st, sms, x, dbn, y, dx, 0, m, c, partial, gamma, dgam, dbet, aux, 1.0, 0) !=
+                    IH_OK) {
+                    fprintf(stderr, "bench_bn: %s\n", ih_last_error());
+                    exit(1);
+                }
+            };
+            const cudnnBatchNormOps_t ops2 = CUDNN_BATCHNORM_OPS_BN_ADD_ACTIVATION;
+            size_t wf2 = 0, wb2 = 0, rs2 = 0;
+            cudnnStatus_t s2 = cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_BFLOAT16, n, c, b.h, b.w);
+            if (s2 == CUDNN_STATUS_SUCCESS)
+                s2 = cudnnGetBatchNormalizationForwardTrainingExWorkspaceSize(dnn, mode, ops2, xd, xd, xd, pd, act, &wf2);
+            if (s2 == CUDNN_STATUS_SUCCESS)
+                s2 = cudnnGetBatchNormalizationBackwardExWorkspaceSize(dnn, mode, ops2, xd, xd, xd, xd, xd, pd, act, &wb2);
+            if (s2 == CUDNN_STATUS_SUCCESS)
+                s2 = cudnnGetBatchNormalizationTrainingExReserveSpaceSize(dnn, mode, ops2, act, xd, &rs2);
+            if (s2 == CUDNN_STATUS_SUCCESS && std::max(wf2, wb2) > ws_bytes) {
+                if (ws) CK(cudaFree(ws));
+                ws_bytes = std::max(wf2, wb2);
+                CK(cudaMalloc(&ws, ws_bytes));
+            }
+            if (s2 == CUDNN_STATUS_SUCCESS && rs2 > rs_bytes) {
+                if (rs) CK(cudaFree(rs));
+                rs_bytes = rs2;
+                CK(cudaMalloc(&rs, rs_bytes));
+            }
+            auto cudnn_fwd_add = [&]() {
+                return cudnnBatchNormalizationForwardTrainingEx(dnn, mode, ops2, &one, &zero, xd, x, xd, z, xd, y2a, pd,
+                                                                gamma, beta, mom, rm, rv, eps, smean, sinv, act, ws,
+                                                                ws_bytes, rs, rs_bytes);
+            };
+            auto cudnn_bwd_add = [&]() {
+                return cudnnBatchNormalizationBackwardEx(dnn, mode, ops2, &one, &zero, &one, &one, xd, x, xd, y2a, xd,
+                                                         dy, xd, dz2, xd, dx2, pd, gamma, beta, dgam, dbet, eps, smean,
+                                                         sinv, act, ws, ws_bytes, rs, rs_bytes);
+            };
+            ours_fwd_add();
+            ours_bwd_add();
+            CK(cudaGetLastError());
+            if (s2 == CUDNN_STATUS_SUCCESS) s2 = cudnn_fwd_add();
+            if (s2 == CUDNN_STATUS_SUCCESS) s2 = cudnn_bwd_add();
+            CK(cudaDeviceSynchronize());
+            if (s2 == CUDNN_STATUS_SUCCESS) {
+                const size_t cmpn = std::min(len, (size_t)1 << 22);
+                const double tol = 1.0 / 128;
+                std::vector<float> a, bb;
+                size_t yoff = 0, dxo = 0, dzo = 0;
+                download_f(ya, cmpn, a);
+                download_f(y2a, cmpn, bb);
+                ar.md = rel_maxdiff(a, bb, tol, &yoff);
+                download_f(dx, cmpn, a);
+                download_f(dx2, cmpn, bb);
+                (void)rel_maxdiff(a, bb, tol, &dxo);
+                download_f(dz, cmpn, a);
+                download_f(dz2, cmpn, bb);
+                (void)rel_maxdiff(a, bb, tol, &dzo);
+                ar.off = dxo + dzo;
+                const int ok = yoff == 0 && ar.off * 100000 <= 2 * cmpn;
+                ar.verdict = ok ? "ok" : "DIFF";
+                add_ok &= ok;
+                ar.cf = time_ms([&]() { (void)cudnn_fwd_add(); }, iters, repeats);
+                ar.cb = time_ms([&]() { (void)cudnn_bwd_add(); }, iters, repeats);
+            } else {
+                add_cudnn_ok = 0;
+                fprintf(stderr, "bench_bn: cuDNN BN_ADD_ACTIVATION on %dx%dx%d: %s\n", b.h, b.w, c,
+                        cudnnGetErrorString(s2));
+            }
+            ar.of = time_ms(ours_fwd_add, iters, repeats);
+            ar.ob = time_ms(ours_bwd_add, iters, repeats);
+            CK(cudaGetLastError());
+            adds.push_back(ar);
+        }
         cudnnDestroyActivationDescriptor(act);
         cudnnDestroyTensorDescriptor(pd);
         cudnnDestroyTensorDescriptor(xd);
@@ -338,9 +461,33 @@ int main(int argc, char **argv)
            1e3 * tot[1], 1e3 * tot[2], 1e3 * tot[3], worst, "", cudnn_ok ? (all_ok ? "ok" : "DIFF") : "na");
     double ratio = cudnn_ok ? (tot[1] + tot[3]) / (tot[0] + tot[2]) : NAN;
     printf("# cuDNN fwd+bwd / ours fwd+bwd = %.2f (> 1: ours faster)\n", ratio);
+    /* the residual joins: BN + add + ReLU, ours (two kernels' worth of passes) vs cuDNN's fused */
+    double at[4] = {0, 0, 0, 0}, aworst = 0;
+    int nadd = 0;
+    printf("# BN + residual add + ReLU (each block's last BN and its join): ours = BN, then the add kernel; "
+           "cuDNN = CUDNN_BATCHNORM_OPS_BN_ADD_ACTIVATION\n");
+    printf("# %-14s %5s %10s %10s %10s %10s %9s %7s %7s\n", "h x w x c", "count", "ours fwd", "cuDNN fwd", "ours bwd",
+           "cuDNN bwd", "maxdiff", "dxz off", "verify");
+    for (auto &a : adds) {
+        printf("  %-14s %5d %10.1f %10.1f %10.1f %10.1f %9.2e %7zu %7s\n", a.nm, a.count, 1e3 * a.of, 1e3 * a.cf,
+               1e3 * a.ob, 1e3 * a.cb, a.md, a.off, a.verdict);
+        at[0] += a.count * a.of;
+        at[1] += a.count * a.cf;
+        at[2] += a.count * a.ob;
+        at[3] += a.count * a.cb;
+        aworst = std::max(aworst, a.md);
+        nadd += a.count;
+    }
+    snprintf(nm, sizeof nm, "all %d joins", nadd);
+    printf("  %-14s %5d %10.1f %10.1f %10.1f %10.1f %9.2e %7s %7s\n", nm, nadd, 1e3 * at[0], 1e3 * at[1], 1e3 * at[2],
+           1e3 * at[3], aworst, "", add_cudnn_ok && nadd ? (add_ok ? "ok" : "DIFF") : "na");
+    double aratio = add_cudnn_ok && nadd ? (at[1] + at[3]) / (at[0] + at[2]) : NAN;
+    printf("# cuDNN BN_ADD_ACTIVATION fwd+bwd / ours (BN + add) fwd+bwd = %.2f (> 1: ours faster)\n", aratio);
     printf("RESULT gpu=%s n=%d ours_fwd_ms=%.3f cudnn_fwd_ms=%.3f ours_bwd_ms=%.3f cudnn_bwd_ms=%.3f "
-           "cudnn_over_ours=%.2f maxdiff=%.2e ok=%d\n",
-           gpu, n, tot[0], tot[1], tot[2], tot[3], ratio, worst, cudnn_ok && all_ok);
+           "cudnn_over_ours=%.2f maxdiff=%.2e ok=%d add_ours_ms=%.3f add_cudnn_ms=%.3f add_cudnn_over_ours=%.2f "
+           "add_ok=%d\n",
+           gpu, n, tot[0], tot[1], tot[2], tot[3], ratio, worst, cudnn_ok && all_ok, at[0] + at[2], at[1] + at[3],
+           aratio, add_cudnn_ok && add_ok && nadd > 0);
     cudnnDestroy(dnn);
     return cudnn_ok && all_ok ? 0 : 1;
 }

@@ -236,6 +236,11 @@ for n in 256 32; do
     bn[f$n]=$(echo "$res" | awk '{for(i=1;i<=NF;i++){split($i,a,"="); v[a[1]]=a[2]} printf "%.2f", v["ours_fwd_ms"]+v["ours_bwd_ms"]}')
     bn[c$n]=$(echo "$res" | awk '{for(i=1;i<=NF;i++){split($i,a,"="); v[a[1]]=a[2]} printf "%.2f", v["cudnn_fwd_ms"]+v["cudnn_bwd_ms"]}')
     bn[d$n]=$(echo "$res" | sed -n 's/.* maxdiff=\([^ ]*\).*/\1/p')
+    # the residual joins (BN + add + ReLU) against cuDNN's BN_ADD_ACTIVATION
+    bn[ar$n]=$(echo "$res" | sed -n 's/.* add_cudnn_over_ours=\([0-9.a-z]*\).*/\1/p')
+    bn[af$n]=$(echo "$res" | sed -n 's/.* add_ours_ms=\([0-9.a-z]*\).*/\1/p')
+    bn[ac$n]=$(echo "$res" | sed -n 's/.* add_cudnn_ms=\([0-9.a-z]*\).*/\1/p')
+    bn[ak$n]=$(echo "$res" | sed -n 's/.* add_ok=\([01]\).*/\1/p')
 done
 
 # End to end: the real trainer from an LMDB (decode, augmentation, H2D, graph step, per-layer
@@ -314,6 +319,10 @@ for n in 32 256; do
     printf '  %-40s %6s %16s %16s %14s %10s\n' "bf16 NHWC, ReLU fused where the net has it" "$n" "${bn[f$n]:-na}" \
         "${bn[c$n]:-na}" "${bn[r$n]:-na}" "${bn[d$n]:-na}"
 done
+for n in 32 256; do
+    printf '  %-40s %6s %16s %16s %14s %10s\n' "joins: BN+add+ReLU vs BN_ADD_ACTIVATION" "$n" "${bn[af$n]:-na}" \
+        "${bn[ac$n]:-na}" "${bn[ar$n]:-na}" "ok=${bn[ak$n]:-na}"
+done
 nofuseb=$(cat "$out/bench.log" 2>/dev/null | grep -c 'no fused convolution statistics' || true)
 echo "# fused statistics: warnings of layers without an engine: tests ${nofuse:-na}, bench ${nofuseb:-na} (a fused row with warnings ran those layers unfused)"
 printf '# %-50s %12s %10s %18s\n' "train --mode=profile (64 px)" "img/s total" "step(ms)" "exposed comm/step"
@@ -330,5 +339,5 @@ if [ -n "${IH_BENCH_MIN_RATIO:-}" ]; then
             || { echo "ratio at n=$n is $r < IH_BENCH_MIN_RATIO=$IH_BENCH_MIN_RATIO"; rc=1; }
     done
 fi
-echo "RESULT gpu=$gpu ours_n32_img_s=${ips[ours32]} torch_n32_img_s=${ips[torch32]} ours_n256_img_s=${ips[ours256]} torch_n256_img_s=${ips[torch256]} max_rel_err=${maxrel:-na} max_rel_err_fp32=${maxrel32:-na} max_rel_err_fp16=${maxrel16:-na} max_rel_l2=${maxl2:-na} max_rel_l2_fp16=${maxl216:-na} profile_k1_img_s=${prof[ips1]:-na} profile_k2_img_s=${prof[ips2]:-na} profile_k2_exposed_comm=${prof[exp2]:-na} profile_k2_nccl_img_s=${prof[ips2nccl]:-na} ours_legacy_n32_img_s=${ips[legacy32]} ours_legacy_n256_img_s=${ips[legacy256]} max_rel_err_legacy=${maxrelg:-na} max_rel_err_fp32_legacy=${maxrel32g:-na} ours_fused_n32_img_s=${ips[fused32]} ours_fused_n256_img_s=${ips[fused256]} max_rel_err_fused=${maxrelf:-na} bn_cudnn_over_ours_n256=${bn[r256]:-na} bn_cudnn_over_ours_n32=${bn[r32]:-na} ours_cudnnbn_n32_img_s=${ips[cudnnbn32]} ours_cudnnbn_n256_img_s=${ips[cudnnbn256]} max_rel_err_cudnnbn=${maxrelb:-na} max_rel_l2_cudnnbn=${maxl2b:-na} max_rel_l2_cudnnbn_fp16=${maxl2b16:-na} gpu_tests_rc=$gpu_rc"
+echo "RESULT gpu=$gpu ours_n32_img_s=${ips[ours32]} torch_n32_img_s=${ips[torch32]} ours_n256_img_s=${ips[ours256]} torch_n256_img_s=${ips[torch256]} max_rel_err=${maxrel:-na} max_rel_err_fp32=${maxrel32:-na} max_rel_err_fp16=${maxrel16:-na} max_rel_l2=${maxl2:-na} max_rel_l2_fp16=${maxl216:-na} profile_k1_img_s=${prof[ips1]:-na} profile_k2_img_s=${prof[ips2]:-na} profile_k2_exposed_comm=${prof[exp2]:-na} profile_k2_nccl_img_s=${prof[ips2nccl]:-na} ours_legacy_n32_img_s=${ips[legacy32]} ours_legacy_n256_img_s=${ips[legacy256]} max_rel_err_legacy=${maxrelg:-na} max_rel_err_fp32_legacy=${maxrel32g:-na} ours_fused_n32_img_s=${ips[fused32]} ours_fused_n256_img_s=${ips[fused256]} max_rel_err_fused=${maxrelf:-na} bn_cudnn_over_ours_n256=${bn[r256]:-na} bn_cudnn_over_ours_n32=${bn[r32]:-na} bn_add_cudnn_over_ours_n256=${bn[ar256]:-na} bn_add_cudnn_over_ours_n32=${bn[ar32]:-na} ours_cudnnbn_n32_img_s=${ips[cudnnbn32]} ours_cudnnbn_n256_img_s=${ips[cudnnbn256]} max_rel_err_cudnnbn=${maxrelb:-na} max_rel_l2_cudnnbn=${maxl2b:-na} max_rel_l2_cudnnbn_fp16=${maxl2b16:-na} gpu_tests_rc=$gpu_rc"
 exit $rc
