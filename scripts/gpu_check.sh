@@ -5,7 +5,8 @@
 # fp16 loss scaling, per-layer gradient hand-over, 2 workers vs --accumulate 2 on CUDA; single
 # conv layers and the whole-net tests again on cuDNN's legacy API, IH_CUDNN_API=legacy, and
 # with the BN statistics fused into the convolutions, IH_CUDNN_FUSE=stats:require, and with BN's
-# training forward and backward on cuDNN's BN, IH_CUDNN_BN=cudnn),
+# training forward and backward on cuDNN's BN, IH_CUDNN_BN=cudnn, also with each residual join as
+# one BN_ADD_ACTIVATION call, IH_CUDNN_BN=cudnn+add),
 # then benchmark ResNet-50 training steps (synthetic input, n = 32 and 256) against torchvision's
 # resnet50 under PyTorch bf16 autocast + channels-last in the same run (and ours on the
 # default graph API against ours with BN on cuDNN, IH_CUDNN_BN=cudnn, on the legacy API, and with
@@ -17,6 +18,7 @@
 #          ours_legacy_n32_img_s=... ours_legacy_n256_img_s=... ours_fused_n32_img_s=...
 #          ours_fused_n256_img_s=... max_rel_err_fused=... ours_cudnnbn_n32_img_s=...
 #          ours_cudnnbn_n256_img_s=... max_rel_err_cudnnbn=... max_rel_l2_cudnnbn=...
+#          ours_cudnnbnadd_n32_img_s=... ours_cudnnbnadd_n256_img_s=... max_rel_err_cudnnbnadd=...
 # max_rel_err is the worst per-tensor max|cuda-cpu|/max|cpu| of test_cuda_vs_cpu in bf16 (the
 # speed mode); max_rel_err_fp32 is the exact mode's, max_rel_err_fp16 the fp16 option's, and
 # max_rel_err_legacy / max_rel_err_fp32_legacy the same with IH_CUDNN_API=legacy, max_rel_err_fused
@@ -160,13 +162,16 @@ maxrelf=$(grep -h 'MAXREL bf16_fused ' "$out/tests.log" 2>/dev/null | sed 's/.*M
 maxrelb=$(grep -h 'MAXREL bf16_cudnnbn ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXREL bf16_cudnnbn //' | awk '{print $1}' | tail -n1)
 maxl2b=$(grep -h 'MAXL2 bf16_cudnnbn ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXL2 bf16_cudnnbn //' | awk '{print $1}' | tail -n1)
 maxl2b16=$(grep -h 'MAXL2 fp16_cudnnbn ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXL2 fp16_cudnnbn //' | awk '{print $1}' | tail -n1)
+maxrela=$(grep -h 'MAXREL bf16_cudnnbnadd ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXREL bf16_cudnnbnadd //' | awk '{print $1}' | tail -n1)
+maxl2a=$(grep -h 'MAXL2 bf16_cudnnbnadd ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXL2 bf16_cudnnbnadd //' | awk '{print $1}' | tail -n1)
 # warnings of layers where cuDNN had no engine for the fused statistics (IH_CUDNN_FUSE=stats goes on without)
 nofuse=$(cat "$out/tests.log" 2>/dev/null | grep -c 'no fused convolution statistics' || true)
 
 declare -A ips
 bench_one() { # who n   (who = ours | torch | eager: ours without the CUDA graph | legacy: ours
     # with cuDNN's legacy API, IH_CUDNN_API=legacy | fused: and the BN statistics fused
-    # into the convolutions, IH_CUDNN_FUSE=stats | cudnnbn: BN on cuDNN, IH_CUDNN_BN=cudnn)
+    # into the convolutions, IH_CUDNN_FUSE=stats | cudnnbn: BN on cuDNN, IH_CUDNN_BN=cudnn |
+    # cudnnbnadd: and the residual joins as cuDNN's BN_ADD_ACTIVATION, IH_CUDNN_BN=cudnn+add)
     local who=$1 n=$2 iters=20 log="$out/bench.log"
     [ "$n" -ge 256 ] && iters=10
     if [ "$dry" = 1 ]; then ips[$who$n]=na; return; fi
@@ -176,8 +181,9 @@ bench_one() { # who n   (who = ours | torch | eager: ours without the CUDA graph
         [ "$who" = legacy ] && export IH_CUDNN_API=legacy
         [ "$who" = fused ] && export IH_CUDNN_FUSE=stats
         [ "$who" = cudnnbn ] && export IH_CUDNN_BN=cudnn
+        [ "$who" = cudnnbnadd ] && export IH_CUDNN_BN=cudnn+add
         # the default, fused and cuDNN-BN rows log each layer's engines (INFO) into bench.log
-        { [ "$who" = ours ] || [ "$who" = fused ] || [ "$who" = cudnnbn ]; } && export IH_DEBUG=INFO
+        case "$who" in ours|fused|cudnnbn*) export IH_DEBUG=INFO;; esac
         timeout 120 "$build/bench/bench_train_step" --batch="$n" --iters=$iters >"$one" 2>&1
         unset IH_CUDA_GRAPH IH_CUDNN_API IH_CUDNN_FUSE IH_CUDNN_BN IH_DEBUG
     else
@@ -192,15 +198,17 @@ bench_one() { # who n   (who = ours | torch | eager: ours without the CUDA graph
     rm -f "$one"
 }
 stage "benchmark: ResNet-50 training step (fwd+loss+bwd, no optimiser), synthetic 224x224, bf16"
-if skipped bench; then for k in ours32 torch32 ours256 torch256 cudnnbn32 cudnnbn256 eager32 legacy32 legacy256 fused32 fused256; do ips[$k]=skipped; done
+if skipped bench; then for k in ours32 torch32 ours256 torch256 cudnnbn32 cudnnbn256 cudnnbnadd32 cudnnbnadd256 eager32 legacy32 legacy256 fused32 fused256; do ips[$k]=skipped; done
 else
 for n in 32 256; do bench_one ours $n; bench_one torch $n; done
-if skipped rows; then for k in cudnnbn32 cudnnbn256 eager32 legacy32 legacy256 fused32 fused256; do ips[$k]=skipped; done
+if skipped rows; then for k in cudnnbn32 cudnnbn256 cudnnbnadd32 cudnnbnadd256 eager32 legacy32 legacy256 fused32 fused256; do ips[$k]=skipped; done
 else
 for n in 256 32; do # BN's training forward and backward on cuDNN (first of the optional rows:
     # bench_bn measured cuDNN's BN at 0.65x our time at n = 256 on an H100)
     if [ "$(left)" -gt 240 ]; then bench_one cudnnbn $n
     else ips[cudnnbn$n]=skipped; echo "cuDNN-BN row n=$n skipped: $(left)s of the budget left"; fi
+    if [ "$(left)" -gt 240 ]; then bench_one cudnnbnadd $n
+    else ips[cudnnbnadd$n]=skipped; echo "cuDNN-BN+add row n=$n skipped: $(left)s of the budget left"; fi
 done
 if [ "$(left)" -gt 240 ]; then bench_one eager 32 # attribution: the same step without the CUDA graph
 else ips[eager32]=skipped; echo "eager row skipped: $(left)s of the budget left"; fi
@@ -307,13 +315,15 @@ for n in 32 256; do
         "$(ratio "${ips[ours$n]}" "${ips[torch$n]}")"
 done
 echo "# ours at n=32 without the CUDA graph (IH_CUDA_GRAPH=0): ${ips[eager32]} img/s"
-printf '# %-10s %-6s %14s %14s %12s %14s %12s %15s %13s\n' "cuDNN API" "n" "graph(img/s)" "legacy(img/s)" "legacy/graph" \
-    "fused(img/s)" "fused/graph" "cudnnBN(img/s)" "cudnnBN/graph"
+printf '# %-10s %-6s %14s %14s %12s %14s %12s %15s %13s %14s %12s\n' "cuDNN API" "n" "graph(img/s)" "legacy(img/s)" \
+    "legacy/graph" "fused(img/s)" "fused/graph" "cudnnBN(img/s)" "cudnnBN/graph" "+add(img/s)" "+add/graph"
 for n in 32 256; do
-    printf '  %-10s %-6s %14s %14s %12s %14s %12s %15s %13s\n' resnet50 "$n" "${ips[ours$n]}" "${ips[legacy$n]}" \
-        "$(ratio "${ips[legacy$n]}" "${ips[ours$n]}")" "${ips[fused$n]}" "$(ratio "${ips[fused$n]}" "${ips[ours$n]}")" \
-        "${ips[cudnnbn$n]}" "$(ratio "${ips[cudnnbn$n]}" "${ips[ours$n]}")"
+    printf '  %-10s %-6s %14s %14s %12s %14s %12s %15s %13s %14s %12s\n' resnet50 "$n" "${ips[ours$n]}" \
+        "${ips[legacy$n]}" "$(ratio "${ips[legacy$n]}" "${ips[ours$n]}")" "${ips[fused$n]}" \
+        "$(ratio "${ips[fused$n]}" "${ips[ours$n]}")" "${ips[cudnnbn$n]}" "$(ratio "${ips[cudnnbn$n]}" "${ips[ours$n]}")" \
+        "${ips[cudnnbnadd$n]}" "$(ratio "${ips[cudnnbnadd$n]}" "${ips[ours$n]}")"
 done
+echo "# cudnnBN: IH_CUDNN_BN=cudnn (BN's training forward/backward on cuDNN); +add: IH_CUDNN_BN=cudnn+add (and each residual join as one BN_ADD_ACTIVATION call)"
 printf '# %-40s %6s %16s %16s %14s %10s\n' "BatchNorm, all of resnet50's (fwd+bwd)" "n" "ours(ms)" "cuDNN(ms)" "cuDNN/ours" "maxdiff"
 for n in 32 256; do
     printf '  %-40s %6s %16s %16s %14s %10s\n' "bf16 NHWC, ReLU fused where the net has it" "$n" "${bn[f$n]:-na}" \
@@ -330,7 +340,7 @@ for k in 1 2 2nccl; do
     printf '  %-50s %12s %10s %18s\n' "${prof[net]:-resnet50 n=64} workers=${k/nccl/ (nccl path)}" \
         "${prof[ips$k]:-na}" "${prof[step$k]:-na}" "${prof[exp$k]:-na}"
 done
-echo "# GPU tests rc=$gpu_rc, max_rel_err bf16=${maxrel:-na} fp32=${maxrel32:-na} fp16=${maxrel16:-na} (relative L2 bf16=${maxl2:-na} fp16=${maxl216:-na}), legacy API bf16=${maxrelg:-na} fp32=${maxrel32g:-na}, fused bf16=${maxrelf:-na}, cuDNN BN bf16=${maxrelb:-na} (relative L2 bf16=${maxl2b:-na} fp16=${maxl2b16:-na}); $(( $(date +%s) - t0 ))s in all"
+echo "# GPU tests rc=$gpu_rc, max_rel_err bf16=${maxrel:-na} fp32=${maxrel32:-na} fp16=${maxrel16:-na} (relative L2 bf16=${maxl2:-na} fp16=${maxl216:-na}), legacy API bf16=${maxrelg:-na} fp32=${maxrel32g:-na}, fused bf16=${maxrelf:-na}, cuDNN BN bf16=${maxrelb:-na} (relative L2 bf16=${maxl2b:-na} fp16=${maxl2b16:-na}), with joins bf16=${maxrela:-na} (relative L2 ${maxl2a:-na}); $(( $(date +%s) - t0 ))s in all"
 rc=$gpu_rc
 if [ -n "${IH_BENCH_MIN_RATIO:-}" ]; then
     for n in 32 256; do
@@ -339,5 +349,5 @@ if [ -n "${IH_BENCH_MIN_RATIO:-}" ]; then
             || { echo "ratio at n=$n is $r < IH_BENCH_MIN_RATIO=$IH_BENCH_MIN_RATIO"; rc=1; }
     done
 fi
-echo "RESULT gpu=$gpu ours_n32_img_s=${ips[ours32]} torch_n32_img_s=${ips[torch32]} ours_n256_img_s=${ips[ours256]} torch_n256_img_s=${ips[torch256]} max_rel_err=${maxrel:-na} max_rel_err_fp32=${maxrel32:-na} max_rel_err_fp16=${maxrel16:-na} max_rel_l2=${maxl2:-na} max_rel_l2_fp16=${maxl216:-na} profile_k1_img_s=${prof[ips1]:-na} profile_k2_img_s=${prof[ips2]:-na} profile_k2_exposed_comm=${prof[exp2]:-na} profile_k2_nccl_img_s=${prof[ips2nccl]:-na} ours_legacy_n32_img_s=${ips[legacy32]} ours_legacy_n256_img_s=${ips[legacy256]} max_rel_err_legacy=${maxrelg:-na} max_rel_err_fp32_legacy=${maxrel32g:-na} ours_fused_n32_img_s=${ips[fused32]} ours_fused_n256_img_s=${ips[fused256]} max_rel_err_fused=${maxrelf:-na} bn_cudnn_over_ours_n256=${bn[r256]:-na} bn_cudnn_over_ours_n32=${bn[r32]:-na} bn_add_cudnn_over_ours_n256=${bn[ar256]:-na} bn_add_cudnn_over_ours_n32=${bn[ar32]:-na} ours_cudnnbn_n32_img_s=${ips[cudnnbn32]} ours_cudnnbn_n256_img_s=${ips[cudnnbn256]} max_rel_err_cudnnbn=${maxrelb:-na} max_rel_l2_cudnnbn=${maxl2b:-na} max_rel_l2_cudnnbn_fp16=${maxl2b16:-na} gpu_tests_rc=$gpu_rc"
+echo "RESULT gpu=$gpu ours_n32_img_s=${ips[ours32]} torch_n32_img_s=${ips[torch32]} ours_n256_img_s=${ips[ours256]} torch_n256_img_s=${ips[torch256]} max_rel_err=${maxrel:-na} max_rel_err_fp32=${maxrel32:-na} max_rel_err_fp16=${maxrel16:-na} max_rel_l2=${maxl2:-na} max_rel_l2_fp16=${maxl216:-na} profile_k1_img_s=${prof[ips1]:-na} profile_k2_img_s=${prof[ips2]:-na} profile_k2_exposed_comm=${prof[exp2]:-na} profile_k2_nccl_img_s=${prof[ips2nccl]:-na} ours_legacy_n32_img_s=${ips[legacy32]} ours_legacy_n256_img_s=${ips[legacy256]} max_rel_err_legacy=${maxrelg:-na} max_rel_err_fp32_legacy=${maxrel32g:-na} ours_fused_n32_img_s=${ips[fused32]} ours_fused_n256_img_s=${ips[fused256]} max_rel_err_fused=${maxrelf:-na} bn_cudnn_over_ours_n256=${bn[r256]:-na} bn_cudnn_over_ours_n32=${bn[r32]:-na} bn_add_cudnn_over_ours_n256=${bn[ar256]:-na} bn_add_cudnn_over_ours_n32=${bn[ar32]:-na} ours_cudnnbn_n32_img_s=${ips[cudnnbn32]} ours_cudnnbn_n256_img_s=${ips[cudnnbn256]} max_rel_err_cudnnbn=${maxrelb:-na} max_rel_l2_cudnnbn=${maxl2b:-na} max_rel_l2_cudnnbn_fp16=${maxl2b16:-na} ours_cudnnbnadd_n32_img_s=${ips[cudnnbnadd32]} ours_cudnnbnadd_n256_img_s=${ips[cudnnbnadd256]} max_rel_err_cudnnbnadd=${maxrela:-na} max_rel_l2_cudnnbnadd=${maxl2a:-na} gpu_tests_rc=$gpu_rc"
 exit $rc

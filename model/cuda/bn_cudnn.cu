@@ -14,6 +14,13 @@
  * reductions), a backward whose dx is not wanted or must be added to (cuDNN's persistent
  * kernels are not documented for betaDataDiff != 0), and IH_CUDNN_FUSE=stats (its BN
  * finalizes from the convolution's sums; the two options exclude each other at create).
+ * IH_CUDNN_BN=cudnn+add: a BN that is the branch of a residual join relu(BN(x) + z) (the
+ * block's last BN; the ADD, its fused ReLU and the BN's output read by nothing else) is
+ * deferred to the ADD's place and runs there as one BN_ADD_ACTIVATION call: y into the ADD's
+ * output, and backward dx, dz (the shortcut's gradient, which the ADD writes first in
+ * backward order, so no accumulation is needed) and the BN's parameter gradients. The
+ * BN's own output tensor is then never written. Its grad-ready point (after its own place in
+ * backward) still comes after its gradients are final.
  * A layer whose call cuDNN refuses (NOT_SUPPORTED or BAD_PARAM; it takes every ResNet-50 shape
  * in bench_bn) is logged once and runs that direction on ours from then on; with
  * IH_CUDNN_BN=cudnn:require (the tests) the refusal is an error naming the layer. The first
@@ -68,14 +75,16 @@ static ih_err dnn_fail(const net *e, int li, int n, const char *what, cudnnStatu
 }
 
 /* Describes layer li's x for n images; *ws and *rs: the forward's and backward's largest
- * workspace, and the reserve space, cuDNN wants for it. Not SUCCESS: *what names the call. */
-static cudnnStatus_t describe(net *e, int li, int n, size_t *ws, size_t *rs, const char **what)
+ * workspace, and the reserve space, cuDNN wants for it with ops (the layer's own, or
+ * BN_ADD_ACTIVATION: z, y, dz described as x). Not SUCCESS: *what names the call. */
+static cudnnStatus_t describe(net *e, int li, int n, cudnnBatchNormOps_t ops, size_t *ws, size_t *rs,
+                              const char **what)
 {
     const model_layer *l = &e->g->layers[li];
     const model_shape *s = &e->g->tensors[l->in[0]];
     bn_dnn *b = &e->bnd[li];
-    const cudnnBatchNormOps_t ops = ops_of(e, li);
-    cudnnActivationDescriptor_t act = e->fuse[li] ? e->relu_act : NULL;
+    const int join = ops == CUDNN_BATCHNORM_OPS_BN_ADD_ACTIVATION;
+    cudnnActivationDescriptor_t act = ops != CUDNN_BATCHNORM_OPS_BN ? e->relu_act : NULL;
     size_t wf = 0, wb = 0;
     *what = "cudnnSetTensor4dDescriptor";
     cudnnStatus_t st = cudnnSetTensor4dDescriptor(b->x, CUDNN_TENSOR_NHWC, dnn_type(e->lp), n, s->c, s->h, s->w);
@@ -87,12 +96,12 @@ static cudnnStatus_t describe(net *e, int li, int n, size_t *ws, size_t *rs, con
         b->p_set = 1;
     }
     *what = "cudnnGetBatchNormalizationForwardTrainingExWorkspaceSize";
-    st = cudnnGetBatchNormalizationForwardTrainingExWorkspaceSize(e->dnn, MODE, ops, b->x, NULL, b->x, b->p, act,
-                                                                   &wf);
+    st = cudnnGetBatchNormalizationForwardTrainingExWorkspaceSize(e->dnn, MODE, ops, b->x, join ? b->x : NULL, b->x,
+                                                                   b->p, act, &wf);
     if (st != CUDNN_STATUS_SUCCESS) return st;
     *what = "cudnnGetBatchNormalizationBackwardExWorkspaceSize";
-    st = cudnnGetBatchNormalizationBackwardExWorkspaceSize(e->dnn, MODE, ops, b->x, b->x, b->x, NULL, b->x, b->p,
-                                                           act, &wb);
+    st = cudnnGetBatchNormalizationBackwardExWorkspaceSize(e->dnn, MODE, ops, b->x, b->x, b->x, join ? b->x : NULL,
+                                                           b->x, b->p, act, &wb);
     if (st != CUDNN_STATUS_SUCCESS) return st;
     *what = "cudnnGetBatchNormalizationTrainingExReserveSpaceSize";
     st = cudnnGetBatchNormalizationTrainingExReserveSpaceSize(e->dnn, MODE, ops, act, b->x, rs);
@@ -103,17 +112,56 @@ static cudnnStatus_t describe(net *e, int li, int n, size_t *ws, size_t *rs, con
 
 static int refused(cudnnStatus_t st);
 static ih_err refusal(const net *e, int li, int n, const char *what, cudnnStatus_t st, int *ours);
+static int join_of_bn(const net *e, int li);
 
-/* describe, where a refusal (file header) leaves the layer to ours (or, with require, fails) */
+/* describe for the layer's own ops and, when it is planned to run at its join, for
+ * BN_ADD_ACTIVATION too (the larger of each size); a refusal (file header) leaves the layer,
+ * or only its join, to ours (or, with require, fails) */
 static ih_err describe_or_refuse(net *e, int li, int n, size_t *ws, size_t *rs)
 {
+    bn_dnn *b = &e->bnd[li];
     const char *what = "";
     *ws = *rs = 0;
-    cudnnStatus_t st = describe(e, li, n, ws, rs, &what);
-    if (st == CUDNN_STATUS_SUCCESS) return IH_OK;
-    *ws = *rs = 0;
-    if (refused(st)) return refusal(e, li, n, what, st, &e->bnd[li].ours_fwd);
-    return dnn_fail(e, li, n, what, st);
+    cudnnStatus_t st = describe(e, li, n, ops_of(e, li), ws, rs, &what);
+    if (st != CUDNN_STATUS_SUCCESS) {
+        *ws = *rs = 0;
+        if (refused(st)) return refusal(e, li, n, what, st, &b->ours_fwd);
+        return dnn_fail(e, li, n, what, st);
+    }
+    if (b->join < 0 || b->ours_add_fwd) return IH_OK;
+    size_t ws2 = 0, rs2 = 0;
+    st = describe(e, li, n, CUDNN_BATCHNORM_OPS_BN_ADD_ACTIVATION, &ws2, &rs2, &what);
+    if (st != CUDNN_STATUS_SUCCESS) {
+        if (refused(st)) return refusal(e, li, n, what, st, &b->ours_add_fwd);
+        return dnn_fail(e, li, n, what, st);
+    }
+    if (ws2 > *ws) *ws = ws2;
+    if (rs2 > *rs) *rs = rs2;
+    return IH_OK;
+}
+
+/* The residual join BN layer li can run in with BN_ADD_ACTIVATION (y = relu(BN(x) + z)), or
+ * -1: an ADD, with its ReLU fused, that is the only reader of li's output; li itself without
+ * a ReLU and with dx written; z (the ADD's other input) of the compute type, its gradient
+ * written by the ADD (not added to: cuDNN writes dz). */
+static int join_of_bn(const net *e, int li)
+{
+    const model_graph *g = e->g;
+    const model_layer *l = &g->layers[li];
+    if (e->fuse[li] || l->accum[0] != 0) return -1;
+    int j = -1, uses = 0;
+    for (int k = li + 1; k < g->nlayers; k++) {
+        const model_layer *a = &g->layers[k];
+        int u = (a->in[0] == l->out) + (a->op == MODEL_OP_ADD && a->in[1] == l->out);
+        uses += u;
+        if (u && a->op == MODEL_OP_ADD && j < 0) j = k;
+    }
+    if (j < 0 || uses != 1) return -1;
+    const model_layer *a = &g->layers[j];
+    const int side = a->in[0] == l->out ? 0 : 1, z = a->in[1 - side];
+    if (!e->fuse[j] || z == l->out || a->accum[1 - side] != 0 || e->dt[z] != e->lp || e->dt[a->out] != e->lp)
+        return -1;
+    return j;
 }
 
 ih_err model_cuda_bn_dnn_create(net *e, size_t *ws_need)
@@ -124,11 +172,16 @@ ih_err model_cuda_bn_dnn_create(net *e, size_t *ws_need)
         return ih_fail(IH_E_USAGE, "model cuda: IH_CUDNN_BN=cudnn: BN epsilon %g is below cuDNN's minimum %g; "
                        "use IH_CUDNN_BN=ours", e->eps, (double)CUDNN_BN_MIN_EPSILON);
     e->bnd = (bn_dnn *)calloc((size_t)nl, sizeof(bn_dnn));
-    if (!e->bnd) return ih_fail(IH_E_SYS, "model cuda: out of host memory");
+    e->add_bn = (int *)malloc((size_t)nl * sizeof(int));
+    if (!e->bnd || !e->add_bn) return ih_fail(IH_E_SYS, "model cuda: out of host memory");
+    for (int i = 0; i < nl; i++) {
+        e->bnd[i].join = -1;
+        e->add_bn[i] = -1;
+    }
     IH_CUDNN(cudnnCreateActivationDescriptor(&e->relu_act));
     IH_CUDNN(cudnnSetActivationDescriptor(e->relu_act, CUDNN_ACTIVATION_RELU, CUDNN_NOT_PROPAGATE_NAN, 0.0));
     size_t rs_total = 0, ws_max = 0;
-    int count = 0;
+    int count = 0, joins = 0;
     for (int i = 0; i < nl; i++) {
         const model_layer *l = &g->layers[i];
         if (l->op != MODEL_OP_BN) continue;
@@ -139,9 +192,14 @@ ih_err model_cuda_bn_dnn_create(net *e, size_t *ws_need)
         bn_dnn *b = &e->bnd[i];
         IH_CUDNN(cudnnCreateTensorDescriptor(&b->x));
         IH_CUDNN(cudnnCreateTensorDescriptor(&b->p));
+        if (e->cudnn_bn & 4) {
+            b->join = join_of_bn(e, i);
+            if (b->join >= 0) e->add_bn[b->join] = i;
+        }
         size_t ws = 0;
         IH_TRY(describe_or_refuse(e, i, B, &ws, &b->rs_bytes));
         if (b->ours_fwd) continue;
+        joins += b->join >= 0 && !b->ours_add_fwd;
         if (ws > ws_max) ws_max = ws;
         rs_total += (b->rs_bytes + 255) & ~(size_t)255;
         count++;
@@ -154,8 +212,9 @@ ih_err model_cuda_bn_dnn_create(net *e, size_t *ws_need)
         off += (e->bnd[i].rs_bytes + 255) & ~(size_t)255;
     }
     if (ws_max > *ws_need) *ws_need = ws_max;
-    IH_INFO(IH_LOG_MODEL, "model cuda: BN training on cuDNN (IH_CUDNN_BN=cudnn): %d layers, %.1f MiB of "
-            "reserve space, %.1f MiB of workspace at batch %d", count, rs_total / 1048576.0, ws_max / 1048576.0, B);
+    IH_INFO(IH_LOG_MODEL, "model cuda: BN training on cuDNN (IH_CUDNN_BN): %d layers, %d of them with their "
+            "residual join, %.1f MiB of reserve space, %.1f MiB of workspace at batch %d", count, joins,
+            rs_total / 1048576.0, ws_max / 1048576.0, B);
     return IH_OK;
 }
 
@@ -188,7 +247,7 @@ static int refused(cudnnStatus_t st)
  * goes to our kernels from now on (*ours set). */
 static ih_err refusal(const net *e, int li, int n, const char *what, cudnnStatus_t st, int *ours)
 {
-    if (e->cudnn_bn == 2) return dnn_fail(e, li, n, what, st);
+    if (e->cudnn_bn & 2) return dnn_fail(e, li, n, what, st);
     char lb[96], msg[256] = "";
     label(e, li, n, lb, sizeof lb);
     cudnnGetLastErrorString(msg, sizeof msg);
@@ -220,12 +279,73 @@ ih_err model_cuda_bn_dnn_fwd(net *e, const model_layer *l, int n)
     return IH_OK;
 }
 
-/* cuDNN's backward needs its own forward's reserve space; our backward reads only aux's mean
- * and inverse std, which either forward leaves. */
+/* cuDNN's backward needs its own forward's reserve space (with the same ops); our backward
+ * reads only aux's mean and inverse std, which every forward leaves. */
 int model_cuda_bn_dnn_has_bwd(const net *e, const model_layer *l)
 {
     const bn_dnn *b = e->bnd ? &e->bnd[l - e->g->layers] : NULL;
-    return b && !b->ours_fwd && !b->ours_bwd && l->accum[0] == 0;
+    return b && !b->ours_fwd && !b->ours_bwd && l->accum[0] == 0 && !model_cuda_bn_dnn_deferred(e, l);
+}
+
+int model_cuda_bn_dnn_deferred(const net *e, const model_layer *l)
+{
+    const bn_dnn *b = e->bnd ? &e->bnd[l - e->g->layers] : NULL;
+    return b && b->join >= 0 && !b->ours_fwd && !b->ours_add_fwd;
+}
+
+int model_cuda_bn_dnn_join_bwd_on(const net *e, const model_layer *l)
+{
+    return model_cuda_bn_dnn_deferred(e, l) && !e->bnd[l - e->g->layers].ours_add_bwd;
+}
+
+int model_cuda_bn_dnn_join_of(const net *e, const model_layer *add)
+{
+    if (!e->add_bn) return -1;
+    const int li = e->add_bn[add - e->g->layers];
+    return li >= 0 && model_cuda_bn_dnn_deferred(e, &e->g->layers[li]) ? li : -1;
+}
+
+/* The ADD's other input: z */
+static int z_of(const model_layer *a, const model_layer *l) { return a->in[0] == l->out ? a->in[1] : a->in[0]; }
+
+ih_err model_cuda_bn_dnn_join_fwd(net *e, const model_layer *a, int n)
+{
+    const int li = model_cuda_bn_dnn_join_of(e, a);
+    if (li < 0) return ih_fail(IH_E_INTERNAL, "model cuda: layer %d has no BN joined to it", (int)(a - e->g->layers));
+    const model_layer *l = &e->g->layers[li];
+    const int c = e->g->tensors[l->in[0]].c;
+    bn_dnn *b = &e->bnd[li];
+    float *rm = e->state + l->state_off, *aux = e->aux + e->aux_off[li];
+    const float one = 1.f, zero = 0.f;
+    cudnnStatus_t st = cudnnBatchNormalizationForwardTrainingEx(
+        e->dnn, MODE, CUDNN_BATCHNORM_OPS_BN_ADD_ACTIVATION, &one, &zero, b->x, e->val[l->in[0]], b->x,
+        e->val[z_of(a, l)], b->x, e->val[a->out], b->p, e->params + l->w_off, e->params + l->b_off, e->momentum, rm,
+        rm + c, e->eps, aux, aux + c, e->relu_act, e->ws, e->ws_bytes, b->rs, b->rs_bytes);
+    if (refused(st))
+        return refusal(e, li, n, "cudnnBatchNormalizationForwardTrainingEx (BN_ADD_ACTIVATION)", st, &b->ours_add_fwd);
+    if (st != CUDNN_STATUS_SUCCESS)
+        return dnn_fail(e, li, n, "cudnnBatchNormalizationForwardTrainingEx (BN_ADD_ACTIVATION)", st);
+    return IH_OK;
+}
+
+ih_err model_cuda_bn_dnn_join_bwd(net *e, const model_layer *a, int n)
+{
+    const int li = model_cuda_bn_dnn_join_of(e, a);
+    if (li < 0) return ih_fail(IH_E_INTERNAL, "model cuda: layer %d has no BN joined to it", (int)(a - e->g->layers));
+    const model_layer *l = &e->g->layers[li];
+    const int c = e->g->tensors[l->in[0]].c;
+    bn_dnn *b = &e->bnd[li];
+    const float *aux = e->aux + e->aux_off[li];
+    const float one = 1.f, zero = 0.f, gs = (float)(1.0 / e->ls);
+    cudnnStatus_t st = cudnnBatchNormalizationBackwardEx(
+        e->dnn, MODE, CUDNN_BATCHNORM_OPS_BN_ADD_ACTIVATION, &one, &zero, &gs, &one, b->x, e->val[l->in[0]], b->x,
+        e->val[a->out], b->x, e->grad[a->out], b->x, e->grad[z_of(a, l)], b->x, e->grad[l->in[0]], b->p,
+        e->params + l->w_off, e->params + l->b_off, e->grads + l->w_off, e->grads + l->b_off, e->eps, aux, aux + c,
+        e->relu_act, e->ws, e->ws_bytes, b->rs, b->rs_bytes);
+    if (refused(st))
+        return refusal(e, li, n, "cudnnBatchNormalizationBackwardEx (BN_ADD_ACTIVATION)", st, &b->ours_add_bwd);
+    if (st != CUDNN_STATUS_SUCCESS) return dnn_fail(e, li, n, "cudnnBatchNormalizationBackwardEx (BN_ADD_ACTIVATION)", st);
+    return IH_OK;
 }
 
 ih_err model_cuda_bn_dnn_bwd(net *e, const model_layer *l, int n)
@@ -255,6 +375,8 @@ void model_cuda_bn_dnn_destroy(net *e)
         }
     free(e->bnd);
     e->bnd = NULL;
+    free(e->add_bn);
+    e->add_bn = NULL;
     if (e->relu_act) cudnnDestroyActivationDescriptor(e->relu_act);
     e->relu_act = NULL;
     if (e->bn_rs) cudaFree(e->bn_rs);

@@ -82,9 +82,11 @@ ih_err model_cuda_conv_api_from_env(int *graph);
 ih_err model_cuda_conv_fuse_from_env(int *fuse);
 
 /* IH_CUDNN_BN (which BN the CUDA executor's bf16/fp16 training step runs): unset, "" or
- * "ours" -> 0 (model/cuda/bn.cuh's kernels); "cudnn" -> 1 (cuDNN's BN, bn_cudnn.cu; a layer
- * cuDNN refuses is logged and runs on ours); "cudnn:require" -> 2 (a refusal is an error).
- * Anything else IH_E_USAGE naming the accepted values. Here with the other cuDNN switches so that one
+ * "ours" -> 0 (model/cuda/bn.cuh's kernels); otherwise bits: 1 cuDNN's BN (bn_cudnn.cu; a
+ * layer cuDNN refuses is logged and runs on ours), 2 require (a refusal is an error instead),
+ * 4 residual joins (each block's last BN, the add and the ReLU as one BN_ADD_ACTIVATION call):
+ * "cudnn" -> 1, "cudnn:require" -> 3, "cudnn+add" -> 5, "cudnn+add:require" -> 7. Anything
+ * else IH_E_USAGE naming the accepted values. Here with the other cuDNN switches so that one
  * CPU-run test checks all their parsing. */
 ih_err model_cuda_bn_from_env(int *cudnn_bn);
 

@@ -923,6 +923,19 @@ static ih_err plan_stats(net *e)
     return IH_OK;
 }
 
+/* A BN layer's forward: training on cuDNN (IH_CUDNN_BN) or ours (pre: from the fused
+ * statistics, IH_CUDNN_FUSE), eval ours. */
+static ih_err bn_forward(net *e, const model_layer *l, int n, int train, int pre)
+{
+    const int tx = e->dt[l->in[0]], ty = e->dt[l->out];
+    if (!train) return DISPATCH2(tx, ty, bn_fwd_eval_t, e, l, n);
+    if (model_cuda_bn_dnn_has_fwd(e, l)) {
+        IH_TRY(model_cuda_bn_dnn_fwd(e, l, n));
+        if (model_cuda_bn_dnn_has_fwd(e, l)) return IH_OK; /* else refused just now: ours */
+    }
+    return DISPATCH2(tx, ty, bn_fwd_train_t, e, l, n, pre);
+}
+
 /* Forward from d_img (put_input first). No host synchronisation: may be captured. */
 static ih_err forward(net *e, int n, int train)
 {
@@ -951,7 +964,7 @@ static ih_err forward(net *e, int n, int train)
         const model_layer *l = &g->layers[i];
         const model_shape *xs = &g->tensors[l->in[0]];
         size_t len = (size_t)n * xs->h * xs->w * xs->c;
-        int tx = e->dt[l->in[0]], ty = e->dt[l->out];
+        int tx = e->dt[l->in[0]];
         switch (l->op) {
         case MODEL_OP_CONV: {
             conv_plan *p = &e->conv[i];
@@ -972,16 +985,10 @@ static ih_err forward(net *e, int n, int train)
             break;
         }
         case MODEL_OP_BN:
-        {
-            int done = 0; /* by cuDNN (IH_CUDNN_BN); a refusal just now leaves it to ours */
-            if (train && model_cuda_bn_dnn_has_fwd(e, l)) {
-                IH_TRY(model_cuda_bn_dnn_fwd(e, l, n));
-                done = model_cuda_bn_dnn_has_fwd(e, l);
-            }
-            if (train && !done) IH_TRY(DISPATCH2(tx, ty, bn_fwd_train_t, e, l, n, stats_of == l->in[0]));
-            if (!train) IH_TRY(DISPATCH2(tx, ty, bn_fwd_eval_t, e, l, n));
+            /* IH_CUDNN_BN=cudnn+add: this BN runs at its residual join (the ADD below) */
+            if (train && model_cuda_bn_dnn_deferred(e, l)) break;
+            IH_TRY(bn_forward(e, l, n, train, stats_of == l->in[0]));
             break;
-        }
         case MODEL_OP_RELU:
             if (!(i > 0 && e->fuse[i - 1])) IH_TRY(DISPATCH1(tx, relu_t, e, l->in[0], len, 0));
             break;
@@ -997,7 +1004,19 @@ static ih_err forward(net *e, int n, int train)
             IH_CUDA_LAUNCHED("bias_add_k");
             break;
         }
-        case MODEL_OP_ADD: IH_TRY(DISPATCH1(tx, add_t, e, l, len, 0)); break;
+        case MODEL_OP_ADD: {
+            /* a BN deferred to here runs with the add (and the fused ReLU) as one cuDNN call;
+             * after a refusal just now, the BN's forward, then the add, apart */
+            int done = 0;
+            const int bi = train ? model_cuda_bn_dnn_join_of(e, l) : -1;
+            if (bi >= 0) {
+                IH_TRY(model_cuda_bn_dnn_join_fwd(e, l, n));
+                done = model_cuda_bn_dnn_join_of(e, l) >= 0;
+                if (!done) IH_TRY(bn_forward(e, &g->layers[bi], n, 1, 0));
+            }
+            if (!done) IH_TRY(DISPATCH1(tx, add_t, e, l, len, 0));
+            break;
+        }
         }
         stats_of = -1; /* the sums in partial are for the layer right after their conv only */
     }
@@ -1064,6 +1083,8 @@ static ih_err backward(net *e, int n, int to_host)
         }
         case MODEL_OP_BN:
         {
+            /* done at its residual join (IH_CUDNN_BN=cudnn+add) */
+            if (model_cuda_bn_dnn_join_bwd_on(e, l)) break;
             int done = 0; /* by cuDNN (IH_CUDNN_BN); a refusal just now leaves it to ours */
             if (model_cuda_bn_dnn_has_bwd(e, l)) {
                 IH_TRY(model_cuda_bn_dnn_bwd(e, l, n));
@@ -1091,7 +1112,18 @@ static ih_err backward(net *e, int n, int to_host)
                                       l->accum[0] > 0 ? &one : &zero, (float *)e->grad[l->in[0]], cin));
             break;
         }
-        case MODEL_OP_ADD: IH_TRY(DISPATCH1(tx, add_t, e, l, len, 1)); break;
+        case MODEL_OP_ADD: {
+            /* the joined BN's backward with the add's (IH_CUDNN_BN=cudnn+add); after a refusal
+             * just now, the add's here and the BN's at its own place */
+            int done = 0;
+            const int bi = model_cuda_bn_dnn_join_of(e, l);
+            if (bi >= 0 && model_cuda_bn_dnn_join_bwd_on(e, &g->layers[bi])) {
+                IH_TRY(model_cuda_bn_dnn_join_bwd(e, l, n));
+                done = model_cuda_bn_dnn_join_bwd_on(e, &g->layers[bi]);
+            }
+            if (!done) IH_TRY(DISPATCH1(tx, add_t, e, l, len, 1));
+            break;
+        }
         }
         if (e->layer_pt[i] >= 0) IH_TRY(mark_ready(e, e->layer_pt[i], to_host));
     }

@@ -39,6 +39,8 @@ typedef struct {
     size_t rs_bytes;
     int p_set;                    /* p derived from x */
     int ours_fwd, ours_bwd;       /* cuDNN refused that direction (IH_CUDNN_BN=cudnn): ours runs it */
+    int join;                     /* IH_CUDNN_BN=cudnn+add: the ADD layer this BN runs in (BN_ADD_ACTIVATION), or -1 */
+    int ours_add_fwd, ours_add_bwd; /* cuDNN refused that direction of the join: BN and ADD run apart */
 } bn_dnn;
 
 struct model_cuda_net {
@@ -52,7 +54,9 @@ struct model_cuda_net {
     model_precision prec;
     int graph_api;                 /* 1 unless IH_CUDNN_API=legacy (conv_graph.h), read at create */
     int fuse_stats;                /* IH_CUDNN_FUSE: 0 none, 1 stats, 2 stats:require (bf16/fp16) */
-    int cudnn_bn;                  /* IH_CUDNN_BN=cudnn (bf16/fp16), read at create */
+    int cudnn_bn;                  /* IH_CUDNN_BN (bf16/fp16), read at create: 0 ours, else bits 1 cuDNN,
+                                      2 require, 4 residual joins (conv_graph.h) */
+    int *add_bn;                   /* per layer: for an ADD, the BN joined into it (IH_CUDNN_BN=cudnn+add), or -1 */
     bn_dnn *bnd;                   /* per layer (BN only) when BN trains on cuDNN, else NULL */
     cudnnActivationDescriptor_t relu_act; /* the ReLU cuDNN's BN fuses */
     unsigned char *bn_rs;          /* the BN layers' reserve spaces, one allocation */
@@ -163,6 +167,23 @@ ih_err model_cuda_bn_dnn_fwd(net *e, const model_layer *l, int n);
 int model_cuda_bn_dnn_has_bwd(const net *e, const model_layer *l);
 /* Refusals as for the forward (has_bwd then 0). */
 ih_err model_cuda_bn_dnn_bwd(net *e, const model_layer *l, int n);
+/* IH_CUDNN_BN=cudnn+add: a BN that is the branch of a residual join relu(BN(x) + z) runs in
+ * the ADD's place, as one BN_ADD_ACTIVATION call, forward and backward.
+ * deferred: l's training forward runs at its join (skip it at l); join_bwd_on: and its
+ * backward too (skip it at l; otherwise, after a refused join backward, our BN backward runs
+ * at l); join_of: the BN layer an ADD runs, or -1. */
+int model_cuda_bn_dnn_deferred(const net *e, const model_layer *l);
+int model_cuda_bn_dnn_join_bwd_on(const net *e, const model_layer *l);
+int model_cuda_bn_dnn_join_of(const net *e, const model_layer *add);
+/* y = relu(BN(x) + z) into the ADD's output (running statistics, aux as the forward). A refusal
+ * under IH_CUDNN_BN=cudnn+add is logged and leaves join_of -1: the caller then runs the BN's
+ * forward and the ADD apart. */
+ih_err model_cuda_bn_dnn_join_fwd(net *e, const model_layer *add, int n);
+/* dx (the BN's input gradient), dz (the ADD's other input gradient, written) and the BN's
+ * parameter gradients (added to, x 1 / loss scale) from the ADD's output gradient. A refusal
+ * leaves join_bwd_on 0: the caller then runs the ADD's backward, and the BN's runs at its own
+ * place. */
+ih_err model_cuda_bn_dnn_join_bwd(net *e, const model_layer *add, int n);
 void model_cuda_bn_dnn_destroy(net *e);
 
 /* ---- conv.cu ---- */

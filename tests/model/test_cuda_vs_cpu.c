@@ -301,6 +301,7 @@ int main(int argc, char **argv)
     /* the graph-API, fused and cuDNN-BN runs report apart (gpu_check.sh) */
     const char *api = getenv("IH_CUDNN_API"), *fuse = getenv("IH_CUDNN_FUSE"), *bn = getenv("IH_CUDNN_BN");
     const char *variant = fuse && !strncmp(fuse, "stats", 5) ? "_fused"
+                          : bn && strstr(bn, "+add")         ? "_cudnnbnadd"
                           : bn && !strncmp(bn, "cudnn", 5)   ? "_cudnnbn"
                           : api && !strcmp(api, "legacy")    ? "_legacy"
                                                              : "";
