@@ -111,6 +111,41 @@ static double rel_maxdiff(const std::vector<float> &a, const std::vector<float> 
     return sc > 0 ? md / sc : md;
 }
 
+/* rel_maxdiff of the first cnt elements of two device tensors */
+static double dev_maxdiff(const bf16 *a, const bf16 *b, size_t cnt, double tol, size_t *off)
+{
+    std::vector<float> ha, hb;
+    download_f(a, cnt, ha);
+    download_f(b, cnt, hb);
+    return rel_maxdiff(ha, hb, tol, off);
+}
+
+/* cuDNN's workspace and reserve space for BN with ops on xd (z described as xd when zd), grown
+ * to fit; the first failing status otherwise. */
+static cudnnStatus_t bn_buffers(cudnnHandle_t dnn, cudnnBatchNormMode_t mode, cudnnBatchNormOps_t ops,
+                                cudnnTensorDescriptor_t xd, cudnnTensorDescriptor_t zd, cudnnTensorDescriptor_t pd,
+                                cudnnActivationDescriptor_t ad, void **ws, size_t *ws_bytes, void **rs,
+                                size_t *rs_bytes)
+{
+    size_t wf = 0, wb = 0, rsz = 0;
+    cudnnStatus_t s = cudnnGetBatchNormalizationForwardTrainingExWorkspaceSize(dnn, mode, ops, xd, zd, xd, pd, ad, &wf);
+    if (s == CUDNN_STATUS_SUCCESS)
+        s = cudnnGetBatchNormalizationBackwardExWorkspaceSize(dnn, mode, ops, xd, xd, xd, zd, xd, pd, ad, &wb);
+    if (s == CUDNN_STATUS_SUCCESS) s = cudnnGetBatchNormalizationTrainingExReserveSpaceSize(dnn, mode, ops, ad, xd, &rsz);
+    if (s != CUDNN_STATUS_SUCCESS) return s;
+    if (std::max(wf, wb) > *ws_bytes) {
+        if (*ws) CK(cudaFree(*ws));
+        *ws_bytes = std::max(wf, wb);
+        CK(cudaMalloc(ws, *ws_bytes));
+    }
+    if (rsz > *rs_bytes) {
+        if (*rs) CK(cudaFree(*rs));
+        *rs_bytes = rsz;
+        CK(cudaMalloc(rs, *rs_bytes));
+    }
+    return s;
+}
+
 /* Median over repeats of the mean time (ms) of iters calls of f. */
 template <typename F> static double time_ms(F f, int iters, int repeats)
 {
@@ -207,7 +242,8 @@ int main(int argc, char **argv)
         if (b.add) addlen = std::max(addlen, (size_t)n * b.h * b.w * b.c);
     bf16 *x, *y, *dy, *dx, *y2, *dx2;
     bf16 *z = NULL, *ya = NULL, *y2a = NULL, *dbn = NULL, *dz = NULL, *dz2 = NULL; /* the add rows' */
-    float *par, *aux, *partial, *ws = NULL, *rs = NULL;
+    float *par, *aux, *partial;
+    void *ws = NULL, *rs = NULL;
     if (addlen) {
         CK(cudaMalloc(&z, addlen * sizeof(bf16)));
         CK(cudaMalloc(&ya, addlen * sizeof(bf16)));
@@ -290,22 +326,7 @@ int main(int argc, char **argv)
         cudnnActivationDescriptor_t ad = b.relu ? act : NULL;
         cudnnStatus_t s = cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_BFLOAT16, n, c, b.h, b.w);
         if (s == CUDNN_STATUS_SUCCESS) s = cudnnDeriveBNTensorDescriptor(pd, xd, mode);
-        size_t wsf = 0, wsb = 0, rsz = 0;
-        if (s == CUDNN_STATUS_SUCCESS)
-            s = cudnnGetBatchNormalizationForwardTrainingExWorkspaceSize(dnn, mode, ops, xd, NULL, xd, pd, ad, &wsf);
-        if (s == CUDNN_STATUS_SUCCESS)
-            s = cudnnGetBatchNormalizationBackwardExWorkspaceSize(dnn, mode, ops, xd, xd, xd, NULL, xd, pd, ad, &wsb);
-        if (s == CUDNN_STATUS_SUCCESS) s = cudnnGetBatchNormalizationTrainingExReserveSpaceSize(dnn, mode, ops, ad, xd, &rsz);
-        if (s == CUDNN_STATUS_SUCCESS && std::max(wsf, wsb) > ws_bytes) {
-            if (ws) CK(cudaFree(ws));
-            ws_bytes = std::max(wsf, wsb);
-            CK(cudaMalloc(&ws, ws_bytes));
-        }
-        if (s == CUDNN_STATUS_SUCCESS && rsz > rs_bytes) {
-            if (rs) CK(cudaFree(rs));
-            rs_bytes = rsz;
-            CK(cudaMalloc(&rs, rs_bytes));
-        }
+        if (s == CUDNN_STATUS_SUCCESS) s = bn_buffers(dnn, mode, ops, xd, NULL, pd, ad, &ws, &ws_bytes, &rs, &rs_bytes);
         const float one = 1.f, zero = 0.f;
         auto cudnn_fwd = [&]() {
             return cudnnBatchNormalizationForwardTrainingEx(dnn, mode, ops, &one, &zero, xd, x, NULL, NULL, xd, y2, pd,
@@ -330,14 +351,9 @@ int main(int argc, char **argv)
             /* the first rows (every channel; statistics are over all rows, so a wrong one shows) */
             const size_t cmpn = std::min(len, (size_t)1 << 22);
             const double tol = 1.0 / 128;
-            std::vector<float> a, bb;
             size_t yoff = 0;
-            download_f(y, cmpn, a);
-            download_f(y2, cmpn, bb);
-            md = rel_maxdiff(a, bb, tol, &yoff);
-            download_f(dx, cmpn, a);
-            download_f(dx2, cmpn, bb);
-            (void)rel_maxdiff(a, bb, tol, &dxoff);
+            md = dev_maxdiff(y, y2, cmpn, tol, &yoff);
+            (void)dev_maxdiff(dx, dx2, cmpn, tol, &dxoff);
             const int ok = yoff == 0 && dxoff * 100000 <= cmpn;
             verdict = ok ? "ok" : "DIFF";
             all_ok &= ok;
@@ -385,24 +401,8 @@ int main(int argc, char **argv)
                 }
             };
             const cudnnBatchNormOps_t ops2 = CUDNN_BATCHNORM_OPS_BN_ADD_ACTIVATION;
-            size_t wf2 = 0, wb2 = 0, rs2 = 0;
-            cudnnStatus_t s2 = cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_BFLOAT16, n, c, b.h, b.w);
-            if (s2 == CUDNN_STATUS_SUCCESS)
-                s2 = cudnnGetBatchNormalizationForwardTrainingExWorkspaceSize(dnn, mode, ops2, xd, xd, xd, pd, act, &wf2);
-            if (s2 == CUDNN_STATUS_SUCCESS)
-                s2 = cudnnGetBatchNormalizationBackwardExWorkspaceSize(dnn, mode, ops2, xd, xd, xd, xd, xd, pd, act, &wb2);
-            if (s2 == CUDNN_STATUS_SUCCESS)
-                s2 = cudnnGetBatchNormalizationTrainingExReserveSpaceSize(dnn, mode, ops2, act, xd, &rs2);
-            if (s2 == CUDNN_STATUS_SUCCESS && std::max(wf2, wb2) > ws_bytes) {
-                if (ws) CK(cudaFree(ws));
-                ws_bytes = std::max(wf2, wb2);
-                CK(cudaMalloc(&ws, ws_bytes));
-            }
-            if (s2 == CUDNN_STATUS_SUCCESS && rs2 > rs_bytes) {
-                if (rs) CK(cudaFree(rs));
-                rs_bytes = rs2;
-                CK(cudaMalloc(&rs, rs_bytes));
-            }
+            cudnnStatus_t s2 = s;
+            if (s2 == CUDNN_STATUS_SUCCESS) s2 = bn_buffers(dnn, mode, ops2, xd, xd, pd, act, &ws, &ws_bytes, &rs, &rs_bytes);
             auto cudnn_fwd_add = [&]() {
                 return cudnnBatchNormalizationForwardTrainingEx(dnn, mode, ops2, &one, &zero, xd, x, xd, z, xd, y2a, pd,
                                                                 gamma, beta, mom, rm, rv, eps, smean, sinv, act, ws,
@@ -422,17 +422,10 @@ int main(int argc, char **argv)
             if (s2 == CUDNN_STATUS_SUCCESS) {
                 const size_t cmpn = std::min(len, (size_t)1 << 22);
                 const double tol = 1.0 / 128;
-                std::vector<float> a, bb;
                 size_t yoff = 0, dxo = 0, dzo = 0;
-                download_f(ya, cmpn, a);
-                download_f(y2a, cmpn, bb);
-                ar.md = rel_maxdiff(a, bb, tol, &yoff);
-                download_f(dx, cmpn, a);
-                download_f(dx2, cmpn, bb);
-                (void)rel_maxdiff(a, bb, tol, &dxo);
-                download_f(dz, cmpn, a);
-                download_f(dz2, cmpn, bb);
-                (void)rel_maxdiff(a, bb, tol, &dzo);
+                ar.md = dev_maxdiff(ya, y2a, cmpn, tol, &yoff);
+                (void)dev_maxdiff(dx, dx2, cmpn, tol, &dxo);
+                (void)dev_maxdiff(dz, dz2, cmpn, tol, &dzo);
                 ar.off = dxo + dzo;
                 const int ok = yoff == 0 && ar.off * 100000 <= 2 * cmpn;
                 ar.verdict = ok ? "ok" : "DIFF";

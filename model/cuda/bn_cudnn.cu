@@ -74,6 +74,28 @@ static ih_err dnn_fail(const net *e, int li, int n, const char *what, cudnnStatu
                    "our kernels", lb, what, cudnnGetErrorString(st), *msg ? ": " : "", msg);
 }
 
+/* cuDNN's BN refused the call (as opposed to failing): a NOT_SUPPORTED status of any kind, or
+ * BAD_PARAM for a shape its persistent kernels do not take. */
+static int refused(cudnnStatus_t st)
+{
+    return CUDNN_STATUS_CATEGORY(st) == CUDNN_STATUS_NOT_SUPPORTED || CUDNN_STATUS_CATEGORY(st) == CUDNN_STATUS_BAD_PARAM;
+}
+
+/* A refusal: with IH_CUDNN_BN=cudnn:require the error, else a WARN and the layer's direction
+ * goes to our kernels from now on (*ours set). */
+static ih_err refusal(const net *e, int li, int n, const char *what, cudnnStatus_t st, int *ours)
+{
+    if (e->cudnn_bn & 2) return dnn_fail(e, li, n, what, st);
+    char lb[96], msg[256] = "";
+    label(e, li, n, lb, sizeof lb);
+    cudnnGetLastErrorString(msg, sizeof msg);
+    IH_WARN("model cuda: cuDNN BN, %s: %s refused (%s%s%s): this layer runs that direction on our kernels "
+            "(IH_CUDNN_BN=cudnn:require makes this an error)", lb, what, cudnnGetErrorString(st), *msg ? ": " : "",
+            msg);
+    *ours = 1;
+    return IH_OK;
+}
+
 /* Describes layer li's x for n images; *ws and *rs: the forward's and backward's largest
  * workspace, and the reserve space, cuDNN wants for it with ops (the layer's own, or
  * BN_ADD_ACTIVATION: z, y, dz described as x). Not SUCCESS: *what names the call. */
@@ -110,9 +132,6 @@ static cudnnStatus_t describe(net *e, int li, int n, cudnnBatchNormOps_t ops, si
     return CUDNN_STATUS_SUCCESS;
 }
 
-static int refused(cudnnStatus_t st);
-static ih_err refusal(const net *e, int li, int n, const char *what, cudnnStatus_t st, int *ours);
-static int join_of_bn(const net *e, int li);
 
 /* describe for the layer's own ops and, when it is planned to run at its join, for
  * BN_ADD_ACTIVATION too (the larger of each size); a refusal (file header) leaves the layer,
@@ -236,47 +255,57 @@ ih_err model_cuda_bn_dnn_set_batch(net *e, int n)
     return IH_OK;
 }
 
-/* cuDNN's BN refused the call (as opposed to failing): a NOT_SUPPORTED status of any kind, or
- * BAD_PARAM for a shape its persistent kernels do not take. */
-static int refused(cudnnStatus_t st)
-{
-    return CUDNN_STATUS_CATEGORY(st) == CUDNN_STATUS_NOT_SUPPORTED || CUDNN_STATUS_CATEGORY(st) == CUDNN_STATUS_BAD_PARAM;
-}
-
-/* A refusal: with IH_CUDNN_BN=cudnn:require the error, else a WARN and the layer's direction
- * goes to our kernels from now on (*ours set). */
-static ih_err refusal(const net *e, int li, int n, const char *what, cudnnStatus_t st, int *ours)
-{
-    if (e->cudnn_bn & 2) return dnn_fail(e, li, n, what, st);
-    char lb[96], msg[256] = "";
-    label(e, li, n, lb, sizeof lb);
-    cudnnGetLastErrorString(msg, sizeof msg);
-    IH_WARN("model cuda: cuDNN BN, %s: %s refused (%s%s%s): this layer runs that direction on our kernels "
-            "(IH_CUDNN_BN=cudnn:require makes this an error)", lb, what, cudnnGetErrorString(st), *msg ? ": " : "",
-            msg);
-    *ours = 1;
-    return IH_OK;
-}
-
 int model_cuda_bn_dnn_has_fwd(const net *e, const model_layer *l)
 {
     return e->bnd && !e->bnd[l - e->g->layers].ours_fwd;
 }
 
-ih_err model_cuda_bn_dnn_fwd(net *e, const model_layer *l, int n)
+/* Layer li's training forward with ops: z (BN_ADD_ACTIVATION's added input, else NULL), y the
+ * output; a refusal sets *ours (or, with require, fails). */
+static ih_err fwd_call(net *e, int li, int n, cudnnBatchNormOps_t ops, const void *z, void *y, int *ours)
 {
-    const int li = (int)(l - e->g->layers);
+    const model_layer *l = &e->g->layers[li];
     const int c = e->g->tensors[l->in[0]].c;
     bn_dnn *b = &e->bnd[li];
     float *rm = e->state + l->state_off, *aux = e->aux + e->aux_off[li];
     const float one = 1.f, zero = 0.f;
+    const char *what = z ? "cudnnBatchNormalizationForwardTrainingEx (BN_ADD_ACTIVATION)"
+                         : "cudnnBatchNormalizationForwardTrainingEx";
     cudnnStatus_t st = cudnnBatchNormalizationForwardTrainingEx(
-        e->dnn, MODE, ops_of(e, li), &one, &zero, b->x, e->val[l->in[0]], NULL, NULL, b->x, e->val[l->out], b->p,
+        e->dnn, MODE, ops, &one, &zero, b->x, e->val[l->in[0]], z ? b->x : NULL, z, b->x, y, b->p,
         e->params + l->w_off, e->params + l->b_off, e->momentum, rm, rm + c, e->eps, aux, aux + c,
-        e->fuse[li] ? e->relu_act : NULL, e->ws, e->ws_bytes, b->rs, b->rs_bytes);
-    if (refused(st)) return refusal(e, li, n, "cudnnBatchNormalizationForwardTrainingEx", st, &b->ours_fwd);
-    if (st != CUDNN_STATUS_SUCCESS) return dnn_fail(e, li, n, "cudnnBatchNormalizationForwardTrainingEx", st);
+        ops != CUDNN_BATCHNORM_OPS_BN ? e->relu_act : NULL, e->ws, e->ws_bytes, b->rs, b->rs_bytes);
+    if (refused(st)) return refusal(e, li, n, what, st, ours);
+    if (st != CUDNN_STATUS_SUCCESS) return dnn_fail(e, li, n, what, st);
     return IH_OK;
+}
+
+/* Layer li's backward with ops from y (the forward's output) and dy: dx written (the BN's
+ * input gradient), dz written (BN_ADD_ACTIVATION's, else NULL), the parameter gradients added
+ * to times 1 / the loss scale; a refusal sets *ours (or, with require, fails). */
+static ih_err bwd_call(net *e, int li, int n, cudnnBatchNormOps_t ops, const void *y, const void *dy, void *dz,
+                       int *ours)
+{
+    const model_layer *l = &e->g->layers[li];
+    const int c = e->g->tensors[l->in[0]].c;
+    bn_dnn *b = &e->bnd[li];
+    const float *aux = e->aux + e->aux_off[li];
+    const float one = 1.f, zero = 0.f, gs = (float)(1.0 / e->ls);
+    const char *what = dz ? "cudnnBatchNormalizationBackwardEx (BN_ADD_ACTIVATION)" : "cudnnBatchNormalizationBackwardEx";
+    cudnnStatus_t st = cudnnBatchNormalizationBackwardEx(
+        e->dnn, MODE, ops, &one, &zero, &gs, &one, b->x, e->val[l->in[0]], b->x, y, b->x, dy, dz ? b->x : NULL, dz,
+        b->x, e->grad[l->in[0]], b->p, e->params + l->w_off, e->params + l->b_off, e->grads + l->w_off,
+        e->grads + l->b_off, e->eps, aux, aux + c, ops != CUDNN_BATCHNORM_OPS_BN ? e->relu_act : NULL, e->ws,
+        e->ws_bytes, b->rs, b->rs_bytes);
+    if (refused(st)) return refusal(e, li, n, what, st, ours);
+    if (st != CUDNN_STATUS_SUCCESS) return dnn_fail(e, li, n, what, st);
+    return IH_OK;
+}
+
+ih_err model_cuda_bn_dnn_fwd(net *e, const model_layer *l, int n)
+{
+    const int li = (int)(l - e->g->layers);
+    return fwd_call(e, li, n, ops_of(e, li), NULL, e->val[l->out], &e->bnd[li].ours_fwd);
 }
 
 /* cuDNN's backward needs its own forward's reserve space (with the same ops); our backward
@@ -313,19 +342,8 @@ ih_err model_cuda_bn_dnn_join_fwd(net *e, const model_layer *a, int n)
     const int li = model_cuda_bn_dnn_join_of(e, a);
     if (li < 0) return ih_fail(IH_E_INTERNAL, "model cuda: layer %d has no BN joined to it", (int)(a - e->g->layers));
     const model_layer *l = &e->g->layers[li];
-    const int c = e->g->tensors[l->in[0]].c;
-    bn_dnn *b = &e->bnd[li];
-    float *rm = e->state + l->state_off, *aux = e->aux + e->aux_off[li];
-    const float one = 1.f, zero = 0.f;
-    cudnnStatus_t st = cudnnBatchNormalizationForwardTrainingEx(
-        e->dnn, MODE, CUDNN_BATCHNORM_OPS_BN_ADD_ACTIVATION, &one, &zero, b->x, e->val[l->in[0]], b->x,
-        e->val[z_of(a, l)], b->x, e->val[a->out], b->p, e->params + l->w_off, e->params + l->b_off, e->momentum, rm,
-        rm + c, e->eps, aux, aux + c, e->relu_act, e->ws, e->ws_bytes, b->rs, b->rs_bytes);
-    if (refused(st))
-        return refusal(e, li, n, "cudnnBatchNormalizationForwardTrainingEx (BN_ADD_ACTIVATION)", st, &b->ours_add_fwd);
-    if (st != CUDNN_STATUS_SUCCESS)
-        return dnn_fail(e, li, n, "cudnnBatchNormalizationForwardTrainingEx (BN_ADD_ACTIVATION)", st);
-    return IH_OK;
+    return fwd_call(e, li, n, CUDNN_BATCHNORM_OPS_BN_ADD_ACTIVATION, e->val[z_of(a, l)], e->val[a->out],
+                    &e->bnd[li].ours_add_fwd);
 }
 
 ih_err model_cuda_bn_dnn_join_bwd(net *e, const model_layer *a, int n)
@@ -333,37 +351,14 @@ ih_err model_cuda_bn_dnn_join_bwd(net *e, const model_layer *a, int n)
     const int li = model_cuda_bn_dnn_join_of(e, a);
     if (li < 0) return ih_fail(IH_E_INTERNAL, "model cuda: layer %d has no BN joined to it", (int)(a - e->g->layers));
     const model_layer *l = &e->g->layers[li];
-    const int c = e->g->tensors[l->in[0]].c;
-    bn_dnn *b = &e->bnd[li];
-    const float *aux = e->aux + e->aux_off[li];
-    const float one = 1.f, zero = 0.f, gs = (float)(1.0 / e->ls);
-    cudnnStatus_t st = cudnnBatchNormalizationBackwardEx(
-        e->dnn, MODE, CUDNN_BATCHNORM_OPS_BN_ADD_ACTIVATION, &one, &zero, &gs, &one, b->x, e->val[l->in[0]], b->x,
-        e->val[a->out], b->x, e->grad[a->out], b->x, e->grad[z_of(a, l)], b->x, e->grad[l->in[0]], b->p,
-        e->params + l->w_off, e->params + l->b_off, e->grads + l->w_off, e->grads + l->b_off, e->eps, aux, aux + c,
-        e->relu_act, e->ws, e->ws_bytes, b->rs, b->rs_bytes);
-    if (refused(st))
-        return refusal(e, li, n, "cudnnBatchNormalizationBackwardEx (BN_ADD_ACTIVATION)", st, &b->ours_add_bwd);
-    if (st != CUDNN_STATUS_SUCCESS) return dnn_fail(e, li, n, "cudnnBatchNormalizationBackwardEx (BN_ADD_ACTIVATION)", st);
-    return IH_OK;
+    return bwd_call(e, li, n, CUDNN_BATCHNORM_OPS_BN_ADD_ACTIVATION, e->val[a->out], e->grad[a->out],
+                    e->grad[z_of(a, l)], &e->bnd[li].ours_add_bwd);
 }
 
 ih_err model_cuda_bn_dnn_bwd(net *e, const model_layer *l, int n)
 {
     const int li = (int)(l - e->g->layers);
-    const int c = e->g->tensors[l->in[0]].c;
-    bn_dnn *b = &e->bnd[li];
-    const float *aux = e->aux + e->aux_off[li];
-    const float one = 1.f, zero = 0.f, gs = (float)(1.0 / e->ls);
-    void *y = e->val[l->out];
-    cudnnStatus_t st = cudnnBatchNormalizationBackwardEx(
-        e->dnn, MODE, ops_of(e, li), &one, &zero, &gs, &one, b->x, e->val[l->in[0]], b->x, y, b->x, e->grad[l->out],
-        NULL, NULL, b->x, e->grad[l->in[0]], b->p, e->params + l->w_off, e->params + l->b_off, e->grads + l->w_off,
-        e->grads + l->b_off, e->eps, aux, aux + c, e->fuse[li] ? e->relu_act : NULL, e->ws, e->ws_bytes, b->rs,
-        b->rs_bytes);
-    if (refused(st)) return refusal(e, li, n, "cudnnBatchNormalizationBackwardEx", st, &b->ours_bwd);
-    if (st != CUDNN_STATUS_SUCCESS) return dnn_fail(e, li, n, "cudnnBatchNormalizationBackwardEx", st);
-    return IH_OK;
+    return bwd_call(e, li, n, ops_of(e, li), e->val[l->out], e->grad[l->out], NULL, &e->bnd[li].ours_bwd);
 }
 
 void model_cuda_bn_dnn_destroy(net *e)
