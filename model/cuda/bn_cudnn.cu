@@ -34,8 +34,8 @@
  * ReLU mask and whatever else the backward reads; per layer, because every BN's forward runs
  * before any backward), the executor's one workspace (grown here to the BN's need).
  * Semantics, as the CPU executor's: running statistics with factor = momentum on the batch's
- * (running variance unbiased), parameter gradients added to (betaParamDiff = 1) times 1 / the
- * fp16 loss scale (alphaParamDiff), dx written.
+ * (running variance unbiased), parameter gradients added to (cuDNN writes them to aux[2c, 4c)
+ * times 1 / the fp16 loss scale, alphaParamDiff; a kernel adds them), dx written.
  */
 #include <string.h>
 
@@ -74,12 +74,17 @@ static ih_err dnn_fail(const net *e, int li, int n, const char *what, cudnnStatu
                    "our kernels", lb, what, cudnnGetErrorString(st), *msg ? ": " : "", msg);
 }
 
-/* cuDNN's BN refused the call (as opposed to failing): a NOT_SUPPORTED status of any kind, or
- * BAD_PARAM for a shape its persistent kernels do not take. */
-static int refused(cudnnStatus_t st)
+/* cuDNN's BN refused (as opposed to failed): a NOT_SUPPORTED status of any kind; at planning
+ * (the size queries, describe) also BAD_PARAM, its answer for a shape or type its persistent
+ * kernels do not take. A BAD_PARAM from an execution call stays an error: there it means a
+ * misuse (a null pointer, a workspace or reserve space too small), not a shape to route
+ * around. */
+static int refused_at(cudnnStatus_t st, int planning)
 {
-    return CUDNN_STATUS_CATEGORY(st) == CUDNN_STATUS_NOT_SUPPORTED || CUDNN_STATUS_CATEGORY(st) == CUDNN_STATUS_BAD_PARAM;
+    return CUDNN_STATUS_CATEGORY(st) == CUDNN_STATUS_NOT_SUPPORTED ||
+           (planning && CUDNN_STATUS_CATEGORY(st) == CUDNN_STATUS_BAD_PARAM);
 }
+static int refused(cudnnStatus_t st) { return refused_at(st, 0); }
 
 /* A refusal: with IH_CUDNN_BN=cudnn:require the error, else a WARN and the layer's direction
  * goes to our kernels from now on (*ours set). */
@@ -144,14 +149,14 @@ static ih_err describe_or_refuse(net *e, int li, int n, size_t *ws, size_t *rs)
     cudnnStatus_t st = describe(e, li, n, ops_of(e, li), ws, rs, &what);
     if (st != CUDNN_STATUS_SUCCESS) {
         *ws = *rs = 0;
-        if (refused(st)) return refusal(e, li, n, what, st, &b->ours_fwd);
+        if (refused_at(st, 1)) return refusal(e, li, n, what, st, &b->ours_fwd);
         return dnn_fail(e, li, n, what, st);
     }
     if (b->join < 0 || b->ours_add_fwd) return IH_OK;
     size_t ws2 = 0, rs2 = 0;
     st = describe(e, li, n, CUDNN_BATCHNORM_OPS_BN_ADD_ACTIVATION, &ws2, &rs2, &what);
     if (st != CUDNN_STATUS_SUCCESS) {
-        if (refused(st)) return refusal(e, li, n, what, st, &b->ours_add_fwd);
+        if (refused_at(st, 1)) return refusal(e, li, n, what, st, &b->ours_add_fwd);
         return dnn_fail(e, li, n, what, st);
     }
     if (ws2 > *ws) *ws = ws2;
@@ -212,7 +217,11 @@ ih_err model_cuda_bn_dnn_create(net *e, size_t *ws_need)
         IH_CUDNN(cudnnCreateTensorDescriptor(&b->x));
         IH_CUDNN(cudnnCreateTensorDescriptor(&b->p));
         if (e->cudnn_bn & 4) {
+            /* one BN per join: in a projection block both the branch's last BN and the
+             * shortcut's BN feed the ADD; the first in layer order (the branch's) takes it, and
+             * the other runs at its own place, before the ADD, as the join's z */
             b->join = join_of_bn(e, i);
+            if (b->join >= 0 && e->add_bn[b->join] >= 0) b->join = -1;
             if (b->join >= 0) e->add_bn[b->join] = i;
         }
         size_t ws = 0;
@@ -280,9 +289,22 @@ static ih_err fwd_call(net *e, int li, int n, cudnnBatchNormOps_t ops, const voi
     return IH_OK;
 }
 
+/* dgamma += d[0, c), dbeta += d[c, 2c) */
+static __global__ void bn_param_add_k(const float *d, float *dgamma, float *dbeta, int c)
+{
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < c) {
+        dgamma[i] += d[i];
+        dbeta[i] += d[c + i];
+    }
+}
+
 /* Layer li's backward with ops from y (the forward's output) and dy: dx written (the BN's
  * input gradient), dz written (BN_ADD_ACTIVATION's, else NULL), the parameter gradients added
- * to times 1 / the loss scale; a refusal sets *ours (or, with require, fails). */
+ * to times 1 / the loss scale; a refusal sets *ours (or, with require, fails). cuDNN writes
+ * the parameter gradients (betaParamDiff = 0, as PyTorch and Paddle call it; whether its
+ * persistent kernels honour a blend into existing values is not something to rely on) into
+ * aux[2c, 4c), unused by cuDNN's forward and backward, and a small kernel adds them in. */
 static ih_err bwd_call(net *e, int li, int n, cudnnBatchNormOps_t ops, const void *y, const void *dy, void *dz,
                        int *ours)
 {
@@ -290,15 +312,17 @@ static ih_err bwd_call(net *e, int li, int n, cudnnBatchNormOps_t ops, const voi
     const int c = e->g->tensors[l->in[0]].c;
     bn_dnn *b = &e->bnd[li];
     const float *aux = e->aux + e->aux_off[li];
+    float *dpar = e->aux + e->aux_off[li] + 2 * (size_t)c;
     const float one = 1.f, zero = 0.f, gs = (float)(1.0 / e->ls);
     const char *what = dz ? "cudnnBatchNormalizationBackwardEx (BN_ADD_ACTIVATION)" : "cudnnBatchNormalizationBackwardEx";
     cudnnStatus_t st = cudnnBatchNormalizationBackwardEx(
-        e->dnn, MODE, ops, &one, &zero, &gs, &one, b->x, e->val[l->in[0]], b->x, y, b->x, dy, dz ? b->x : NULL, dz,
-        b->x, e->grad[l->in[0]], b->p, e->params + l->w_off, e->params + l->b_off, e->grads + l->w_off,
-        e->grads + l->b_off, e->eps, aux, aux + c, ops != CUDNN_BATCHNORM_OPS_BN ? e->relu_act : NULL, e->ws,
-        e->ws_bytes, b->rs, b->rs_bytes);
+        e->dnn, MODE, ops, &one, &zero, &gs, &zero, b->x, e->val[l->in[0]], b->x, y, b->x, dy, dz ? b->x : NULL, dz,
+        b->x, e->grad[l->in[0]], b->p, e->params + l->w_off, e->params + l->b_off, dpar, dpar + c, e->eps, aux,
+        aux + c, ops != CUDNN_BATCHNORM_OPS_BN ? e->relu_act : NULL, e->ws, e->ws_bytes, b->rs, b->rs_bytes);
     if (refused(st)) return refusal(e, li, n, what, st, ours);
     if (st != CUDNN_STATUS_SUCCESS) return dnn_fail(e, li, n, what, st);
+    bn_param_add_k<<<(c + 255) / 256, 256, 0, e->s>>>(dpar, e->grads + l->w_off, e->grads + l->b_off, c);
+    IH_CUDA_LAUNCHED("bn_param_add_k");
     return IH_OK;
 }
 

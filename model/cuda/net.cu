@@ -236,9 +236,15 @@ template <typename T> static ih_err avgpool_t(net *e, const model_layer *l, int 
     return IH_OK;
 }
 
-/* Re-describes every conv for batch n (no allocation) and checks the workspace still fits. */
-static ih_err set_batch(net *e, int n)
+/* Re-describes every conv for batch n (no allocation) and checks the workspace still fits;
+ * for a training step (train) also the BN layers on cuDNN, which an eval-only batch size must
+ * not touch (a refusal there would change the training step's path). */
+static ih_err set_batch(net *e, int n, int train)
 {
+    if (e->bnd && train && n != e->bn_n) {
+        IH_TRY(model_cuda_bn_dnn_set_batch(e, n));
+        e->bn_n = n;
+    }
     if (n == e->cur_n) return IH_OK;
     const model_graph *g = e->g;
     for (int i = 0; i < g->nlayers; i++) {
@@ -260,7 +266,6 @@ static ih_err set_batch(net *e, int n)
                            "batch %d, more than the %zu planned at max_batch %d", i,
                            a > b ? (a > c ? a : c) : (b > c ? b : c), n, e->ws_bytes, e->max_batch);
     }
-    if (e->bnd) IH_TRY(model_cuda_bn_dnn_set_batch(e, n));
     e->cur_n = n;
     return IH_OK;
 }
@@ -571,6 +576,7 @@ static ih_err create_inner(net *e)
     e->ws_bytes = ws;
     IH_CUDA(cudaMalloc(&e->ws, ws + 1));
     e->cur_n = B;
+    e->bn_n = B; /* bn_cudnn.cu described its layers at max_batch */
     IH_CUDA(cudaStreamSynchronize(e->s));
     IH_INFO(IH_LOG_MODEL, "model cuda: %s, %.1f MiB of activations+gradients for batch %d, "
             "cuDNN %s API, BN on %s, workspace %.1f MiB", cdt != F32 ? dt_name(cdt) : "fp32 (exact)",
@@ -941,7 +947,7 @@ static ih_err forward(net *e, int n, int train)
 {
     const model_graph *g = e->g;
     static const float one = 1.0f, zero = 0.0f;
-    IH_TRY(set_batch(e, n));
+    IH_TRY(set_batch(e, n, train));
     if (train && !e->capturing) IH_TRY(plan_stats(e)); /* run_step did it before a capture */
     int stats_of = -1; /* the tensor whose fused statistics are in partial (IH_CUDNN_FUSE), or -1 */
     size_t npix = (size_t)n * g->image_size * g->image_size;
@@ -1171,7 +1177,7 @@ static ih_err run_step(net *e, int n, double loss_scale, int to_host)
             e->warm_ls[v] = e->ls;
             return step_body(e, n, loss_scale, to_host);
         }
-        IH_TRY(set_batch(e, n)); /* host-side descriptor and plan work, before the capture */
+        IH_TRY(set_batch(e, n, 1)); /* host-side descriptor and plan work, before the capture */
         IH_TRY(plan_stats(e));
         cudaGraph_t gr = NULL;
         IH_CUDA(cudaStreamBeginCapture(e->s, cudaStreamCaptureModeThreadLocal));

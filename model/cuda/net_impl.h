@@ -46,6 +46,7 @@ typedef struct {
 struct model_cuda_net {
     const model_graph *g;
     int max_batch, cur_n, sms;
+    int bn_n;                      /* the batch the cuDNN BN layers are described for (training steps only) */
     int dev;                       /* CUDA device ordinal (current at create) */
     cudaStream_t xs;               /* another component's work on the gradients (NCCL, the
                                       per-bucket uploads of the host path) */
