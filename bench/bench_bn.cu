@@ -208,15 +208,14 @@ int main(int argc, char **argv)
         return 1;
     }
     std::vector<bn_shape> shapes;
+    std::vector<int> joins((size_t)g->nlayers);
+    (void)model_graph_bn_joins(g, joins.data());
     for (int i = 0; i < g->nlayers; i++) {
         const model_layer *l = &g->layers[i];
         if (l->op != MODEL_OP_BN) continue;
         const model_shape *s = &g->tensors[l->in[0]];
         int relu = i + 1 < g->nlayers && g->layers[i + 1].op == MODEL_OP_RELU && g->layers[i + 1].in[0] == l->out;
-        int add = 0;
-        for (int j = i + 1; j + 1 < g->nlayers; j++)
-            if (g->layers[j].op == MODEL_OP_ADD && g->layers[j].in[0] == l->out)
-                add = g->layers[j + 1].op == MODEL_OP_RELU && g->layers[j + 1].in[0] == g->layers[j].out;
+        const int add = joins[i] >= 0; /* the executor's rule (graph.h) */
         bool found = false;
         for (auto &b : shapes)
             if (b.h == s->h && b.w == s->w && b.c == s->c && b.relu == relu && b.add == add) b.count++, found = true;

@@ -15,6 +15,10 @@
 #include "core/err.h"
 #include "model/model.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum {
     MODEL_OP_CONV,
     MODEL_OP_BN,
@@ -72,7 +76,22 @@ ih_err model_net_create_width(model_net **out, const model_cfg *cfg, int base_wi
 ih_err model_net_create_full(model_net **out, const model_cfg *cfg, int base_width,
                              model_precision prec);
 
+/* The residual joins a backend may run as one operation, relu(BN(x) + z) (cuDNN's
+ * BN_ADD_ACTIVATION): for every layer i, join[i] = the ADD layer that BN layer i can run in,
+ * else -1. BN i qualifies when no ReLU follows it directly, its input gradient is written
+ * (accum[0] == 0), its output is read by exactly one layer, an ADD that a ReLU on the ADD's
+ * output follows, whose other input z is another tensor with its gradient written by the ADD
+ * (accum 0). Each ADD goes to at most one BN, the first in layer order: in a projection block
+ * both the branch's last BN and the shortcut's BN feed the ADD, and the branch's takes it (the
+ * shortcut's then runs on its own, before the ADD, producing z). Returns the number of joins.
+ * join has g->nlayers entries. */
+int model_graph_bn_joins(const model_graph *g, int *join);
+
 /* The graph behind a net (owned by the net). */
 const model_graph *model_net_graph(const model_net *m);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

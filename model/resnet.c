@@ -309,3 +309,34 @@ ih_err model_graph_build(model_graph **out, const char *arch, int image_size, in
     *out = g;
     return IH_OK;
 }
+
+int model_graph_bn_joins(const model_graph *g, int *join)
+{
+    int count = 0;
+    for (int i = 0; i < g->nlayers; i++) join[i] = -1;
+    for (int i = 0; i < g->nlayers; i++) {
+        const model_layer *l = &g->layers[i];
+        if (l->op != MODEL_OP_BN || l->accum[0] != 0) continue;
+        if (i + 1 < g->nlayers && g->layers[i + 1].op == MODEL_OP_RELU && g->layers[i + 1].in[0] == l->out)
+            continue; /* a BN+ReLU, not a join's branch */
+        int j = -1, readers = 0;
+        for (int k = i + 1; k < g->nlayers; k++) {
+            const model_layer *a = &g->layers[k];
+            const int r = (a->in[0] == l->out) + (a->op == MODEL_OP_ADD && a->in[1] == l->out);
+            readers += r;
+            if (r && j < 0) j = k;
+        }
+        if (j < 0 || readers != 1 || g->layers[j].op != MODEL_OP_ADD) continue;
+        const model_layer *a = &g->layers[j];
+        const int side = a->in[0] == l->out ? 0 : 1;
+        if (a->in[1 - side] == l->out || a->accum[1 - side] != 0) continue;
+        if (!(j + 1 < g->nlayers && g->layers[j + 1].op == MODEL_OP_RELU && g->layers[j + 1].in[0] == a->out))
+            continue;
+        int taken = 0;
+        for (int k = 0; k < i; k++) taken |= join[k] == j;
+        if (taken) continue;
+        join[i] = j;
+        count++;
+    }
+    return count;
+}

@@ -164,30 +164,6 @@ static ih_err describe_or_refuse(net *e, int li, int n, size_t *ws, size_t *rs)
     return IH_OK;
 }
 
-/* The residual join BN layer li can run in with BN_ADD_ACTIVATION (y = relu(BN(x) + z)), or
- * -1: an ADD, with its ReLU fused, that is the only reader of li's output; li itself without
- * a ReLU and with dx written; z (the ADD's other input) of the compute type, its gradient
- * written by the ADD (not added to: cuDNN writes dz). */
-static int join_of_bn(const net *e, int li)
-{
-    const model_graph *g = e->g;
-    const model_layer *l = &g->layers[li];
-    if (e->fuse[li] || l->accum[0] != 0) return -1;
-    int j = -1, uses = 0;
-    for (int k = li + 1; k < g->nlayers; k++) {
-        const model_layer *a = &g->layers[k];
-        int u = (a->in[0] == l->out) + (a->op == MODEL_OP_ADD && a->in[1] == l->out);
-        uses += u;
-        if (u && a->op == MODEL_OP_ADD && j < 0) j = k;
-    }
-    if (j < 0 || uses != 1) return -1;
-    const model_layer *a = &g->layers[j];
-    const int side = a->in[0] == l->out ? 0 : 1, z = a->in[1 - side];
-    if (!e->fuse[j] || z == l->out || a->accum[1 - side] != 0 || e->dt[z] != e->lp || e->dt[a->out] != e->lp)
-        return -1;
-    return j;
-}
-
 ih_err model_cuda_bn_dnn_create(net *e, size_t *ws_need)
 {
     const model_graph *g = e->g;
@@ -201,6 +177,24 @@ ih_err model_cuda_bn_dnn_create(net *e, size_t *ws_need)
     for (int i = 0; i < nl; i++) {
         e->bnd[i].join = -1;
         e->add_bn[i] = -1;
+    }
+    if (e->cudnn_bn & 4) {
+        /* the graph's residual joins (one BN per ADD, graph.h) where all their tensors have the
+         * compute type */
+        int *joins_of = (int *)malloc((size_t)nl * sizeof(int));
+        if (!joins_of) return ih_fail(IH_E_SYS, "model cuda: out of host memory");
+        (void)model_graph_bn_joins(g, joins_of);
+        for (int i = 0; i < nl; i++) {
+            const int j = joins_of[i];
+            if (j < 0) continue;
+            const model_layer *a = &g->layers[j];
+            if (e->dt[g->layers[i].in[0]] == e->lp && e->dt[a->in[0]] == e->lp && e->dt[a->in[1]] == e->lp &&
+                e->dt[a->out] == e->lp && e->fuse[j] && !e->fuse[i]) {
+                e->bnd[i].join = j;
+                e->add_bn[j] = i;
+            }
+        }
+        free(joins_of);
     }
     IH_CUDNN(cudnnCreateActivationDescriptor(&e->relu_act));
     IH_CUDNN(cudnnSetActivationDescriptor(e->relu_act, CUDNN_ACTIVATION_RELU, CUDNN_NOT_PROPAGATE_NAN, 0.0));
@@ -216,14 +210,6 @@ ih_err model_cuda_bn_dnn_create(net *e, size_t *ws_need)
         bn_dnn *b = &e->bnd[i];
         IH_CUDNN(cudnnCreateTensorDescriptor(&b->x));
         IH_CUDNN(cudnnCreateTensorDescriptor(&b->p));
-        if (e->cudnn_bn & 4) {
-            /* one BN per join: in a projection block both the branch's last BN and the
-             * shortcut's BN feed the ADD; the first in layer order (the branch's) takes it, and
-             * the other runs at its own place, before the ADD, as the join's z */
-            b->join = join_of_bn(e, i);
-            if (b->join >= 0 && e->add_bn[b->join] >= 0) b->join = -1;
-            if (b->join >= 0) e->add_bn[b->join] = i;
-        }
         size_t ws = 0;
         IH_TRY(describe_or_refuse(e, i, B, &ws, &b->rs_bytes));
         if (b->ours_fwd) continue;
