@@ -150,7 +150,7 @@ else
         done
     fi
     # -V: passing tests' output too (MAXREL, calibration lines), each line prefixed "NN: "
-    grep -E 'Test +#|tests passed|MAXREL|calibration|loss|FAIL|differ|max \|w_' "$out/tests.log" | head -n 100
+    grep -E 'Test +#|tests passed|MAXREL|MAXGATE| gate: |calibration|loss|FAIL|differ|max \|w_' "$out/tests.log" | head -n 120
 fi
 # "MAXREL bf16 x" (the default graph API) and "MAXREL bf16_legacy x" (IH_CUDNN_API=legacy): the
 # space keeps them apart. MAXREL is elementwise (max|a-b| / max|ref| per tensor); MAXL2 the
@@ -163,6 +163,9 @@ maxrel32g=$(grep -h 'MAXREL fp32_legacy ' "$out/tests.log" 2>/dev/null | sed 's/
 maxl2=$(grep -h 'MAXL2 bf16 ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXL2 bf16 //' | awk '{print $1}' | tail -n1)
 maxl216=$(grep -h 'MAXL2 fp16 ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXL2 fp16 //' | awk '{print $1}' | tail -n1)
 maxrelf=$(grep -h 'MAXREL bf16_fused ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXREL bf16_fused //' | awk '{print $1}' | tail -n1)
+# MAXGATE: the worst gradient segment's relative L2 over its gate (test_cuda_vs_cpu's header; <= 1 passes)
+maxgate=$(grep -h 'MAXGATE bf16 ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXGATE bf16 //' | awk '{print $1}' | tail -n1)
+maxgateb=$(grep -h 'MAXGATE bf16_cudnnbn ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXGATE bf16_cudnnbn //' | awk '{print $1}' | tail -n1)
 maxrelb=$(grep -h 'MAXREL bf16_cudnnbn ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXREL bf16_cudnnbn //' | awk '{print $1}' | tail -n1)
 maxl2b=$(grep -h 'MAXL2 bf16_cudnnbn ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXL2 bf16_cudnnbn //' | awk '{print $1}' | tail -n1)
 maxl2b16=$(grep -h 'MAXL2 fp16_cudnnbn ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXL2 fp16_cudnnbn //' | awk '{print $1}' | tail -n1)
@@ -353,5 +356,5 @@ if [ -n "${IH_BENCH_MIN_RATIO:-}" ]; then
             || { echo "ratio at n=$n is $r < IH_BENCH_MIN_RATIO=$IH_BENCH_MIN_RATIO"; rc=1; }
     done
 fi
-echo "RESULT gpu=$gpu ours_n32_img_s=${ips[ours32]} torch_n32_img_s=${ips[torch32]} ours_n256_img_s=${ips[ours256]} torch_n256_img_s=${ips[torch256]} max_rel_err=${maxrel:-na} max_rel_err_fp32=${maxrel32:-na} max_rel_err_fp16=${maxrel16:-na} max_rel_l2=${maxl2:-na} max_rel_l2_fp16=${maxl216:-na} profile_k1_img_s=${prof[ips1]:-na} profile_k2_img_s=${prof[ips2]:-na} profile_k2_exposed_comm=${prof[exp2]:-na} profile_k2_nccl_img_s=${prof[ips2nccl]:-na} ours_legacy_n32_img_s=${ips[legacy32]} ours_legacy_n256_img_s=${ips[legacy256]} max_rel_err_legacy=${maxrelg:-na} max_rel_err_fp32_legacy=${maxrel32g:-na} ours_fused_n32_img_s=${ips[fused32]} ours_fused_n256_img_s=${ips[fused256]} max_rel_err_fused=${maxrelf:-na} bn_cudnn_over_ours_n256=${bn[r256]:-na} bn_cudnn_over_ours_n32=${bn[r32]:-na} bn_add_cudnn_over_ours_n256=${bn[ar256]:-na} bn_add_cudnn_over_ours_n32=${bn[ar32]:-na} ours_cudnnbn_n32_img_s=${ips[cudnnbn32]} ours_cudnnbn_n256_img_s=${ips[cudnnbn256]} max_rel_err_cudnnbn=${maxrelb:-na} max_rel_l2_cudnnbn=${maxl2b:-na} max_rel_l2_cudnnbn_fp16=${maxl2b16:-na} ours_cudnnbnadd_n32_img_s=${ips[cudnnbnadd32]} ours_cudnnbnadd_n256_img_s=${ips[cudnnbnadd256]} max_rel_err_cudnnbnadd=${maxrela:-na} max_rel_l2_cudnnbnadd=${maxl2a:-na} gpu_tests_rc=$gpu_rc"
+echo "RESULT gpu=$gpu ours_n32_img_s=${ips[ours32]} torch_n32_img_s=${ips[torch32]} ours_n256_img_s=${ips[ours256]} torch_n256_img_s=${ips[torch256]} max_rel_err=${maxrel:-na} max_rel_err_fp32=${maxrel32:-na} max_rel_err_fp16=${maxrel16:-na} max_rel_l2=${maxl2:-na} max_rel_l2_fp16=${maxl216:-na} profile_k1_img_s=${prof[ips1]:-na} profile_k2_img_s=${prof[ips2]:-na} profile_k2_exposed_comm=${prof[exp2]:-na} profile_k2_nccl_img_s=${prof[ips2nccl]:-na} ours_legacy_n32_img_s=${ips[legacy32]} ours_legacy_n256_img_s=${ips[legacy256]} max_rel_err_legacy=${maxrelg:-na} max_rel_err_fp32_legacy=${maxrel32g:-na} ours_fused_n32_img_s=${ips[fused32]} ours_fused_n256_img_s=${ips[fused256]} max_rel_err_fused=${maxrelf:-na} bn_cudnn_over_ours_n256=${bn[r256]:-na} bn_cudnn_over_ours_n32=${bn[r32]:-na} bn_add_cudnn_over_ours_n256=${bn[ar256]:-na} bn_add_cudnn_over_ours_n32=${bn[ar32]:-na} ours_cudnnbn_n32_img_s=${ips[cudnnbn32]} ours_cudnnbn_n256_img_s=${ips[cudnnbn256]} max_rel_err_cudnnbn=${maxrelb:-na} max_rel_l2_cudnnbn=${maxl2b:-na} max_rel_l2_cudnnbn_fp16=${maxl2b16:-na} max_gate=${maxgate:-na} max_gate_cudnnbn=${maxgateb:-na} ours_cudnnbnadd_n32_img_s=${ips[cudnnbnadd32]} ours_cudnnbnadd_n256_img_s=${ips[cudnnbnadd256]} max_rel_err_cudnnbnadd=${maxrela:-na} max_rel_l2_cudnnbnadd=${maxl2a:-na} gpu_tests_rc=$gpu_rc"
 exit $rc
