@@ -30,212 +30,23 @@
  * same way (y = the join's output; dx and dz together, 2 in 10^5 allowed); add_* sum it over
  * the net's joins. The exit status follows the first table only.
  */
-#include <cudnn.h>
-#include <getopt.h>
-#include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-
-#include <algorithm>
-#include <vector>
 
 #include "core/rng.h"
 #include "model/cuda/bn.cuh"
-extern "C" {
-#include "model/graph.h"
-}
-
-/* cuDNN 9 marks its BN and activation functions deprecated; this benchmark calls them on
- * purpose (they are the cuDNN BN there is). */
-#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-#pragma nv_diag_suppress 1215
-#pragma nv_diag_suppress 1444
-
-#define CK(call)                                                                               \
-    do {                                                                                       \
-        cudaError_t ce_ = (call);                                                              \
-        if (ce_ != cudaSuccess) {                                                              \
-            fprintf(stderr, "bench_bn: %s: %s (line %d)\n", #call, cudaGetErrorString(ce_), __LINE__); \
-            exit(1);                                                                           \
-        }                                                                                      \
-    } while (0)
-
-typedef struct {
-    int h, w, c, relu, add, count; /* add: the BN's output is a residual ADD's branch input, the
-                                      ADD followed by a ReLU (what BN_ADD_ACTIVATION fuses) */
-} bn_shape;
-
-/* x[i] = mean + scale * u, u uniform with unit variance from a hash of (seed, i): a fill at
- * memory speed (the biggest tensor is 400 MB). */
-__global__ void fill_k(bf16 *x, size_t n, uint32_t seed, float scale, float mean)
-{
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        uint32_t h = (uint32_t)i * 2654435761u ^ seed;
-        h ^= h >> 16;
-        h *= 2246822519u;
-        h ^= h >> 13;
-        h *= 3266489917u;
-        h ^= h >> 16;
-        float u = (float)(h >> 8) * (1.0f / 16777216.0f); /* [0, 1) */
-        x[i] = __float2bfloat16(mean + scale * 3.4641016f * (u - 0.5f));
-    }
-}
-
-static void fill(bf16 *d, size_t n, uint32_t seed, float scale, float mean)
-{
-    fill_k<<<1024, 256>>>(d, n, seed, scale, mean);
-    CK(cudaGetLastError());
-}
-
-static void download_f(const bf16 *d, size_t n, std::vector<float> &out)
-{
-    std::vector<bf16> h(n);
-    CK(cudaMemcpy(h.data(), d, n * sizeof(bf16), cudaMemcpyDeviceToHost));
-    out.resize(n);
-    for (size_t i = 0; i < n; i++) out[i] = __bfloat162float(h[i]);
-}
-
-/* max |a - b| / max |b|; *off: how many elements differ by more than tol * max |b| */
-static double rel_maxdiff(const std::vector<float> &a, const std::vector<float> &b, double tol, size_t *off)
-{
-    double md = 0, sc = 0;
-    for (size_t i = 0; i < a.size(); i++) sc = std::max(sc, fabs((double)b[i]));
-    *off = 0;
-    for (size_t i = 0; i < a.size(); i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (std::isnan(d)) d = INFINITY;
-        md = std::max(md, d);
-        *off += !(d <= tol * sc);
-    }
-    return sc > 0 ? md / sc : md;
-}
-
-/* rel_maxdiff of the first cnt elements of two device tensors */
-static double dev_maxdiff(const bf16 *a, const bf16 *b, size_t cnt, double tol, size_t *off)
-{
-    std::vector<float> ha, hb;
-    download_f(a, cnt, ha);
-    download_f(b, cnt, hb);
-    return rel_maxdiff(ha, hb, tol, off);
-}
-
-/* cuDNN's workspace and reserve space for BN with ops on xd (z described as xd when zd), grown
- * to fit; the first failing status otherwise. */
-static cudnnStatus_t bn_buffers(cudnnHandle_t dnn, cudnnBatchNormMode_t mode, cudnnBatchNormOps_t ops,
-                                cudnnTensorDescriptor_t xd, cudnnTensorDescriptor_t zd, cudnnTensorDescriptor_t pd,
-                                cudnnActivationDescriptor_t ad, void **ws, size_t *ws_bytes, void **rs,
-                                size_t *rs_bytes)
-{
-    size_t wf = 0, wb = 0, rsz = 0;
-    cudnnStatus_t s = cudnnGetBatchNormalizationForwardTrainingExWorkspaceSize(dnn, mode, ops, xd, zd, xd, pd, ad, &wf);
-    if (s == CUDNN_STATUS_SUCCESS)
-        s = cudnnGetBatchNormalizationBackwardExWorkspaceSize(dnn, mode, ops, xd, xd, xd, zd, xd, pd, ad, &wb);
-    if (s == CUDNN_STATUS_SUCCESS) s = cudnnGetBatchNormalizationTrainingExReserveSpaceSize(dnn, mode, ops, ad, xd, &rsz);
-    if (s != CUDNN_STATUS_SUCCESS) return s;
-    if (std::max(wf, wb) > *ws_bytes) {
-        if (*ws) CK(cudaFree(*ws));
-        *ws_bytes = std::max(wf, wb);
-        CK(cudaMalloc(ws, *ws_bytes));
-    }
-    if (rsz > *rs_bytes) {
-        if (*rs) CK(cudaFree(*rs));
-        *rs_bytes = rsz;
-        CK(cudaMalloc(rs, *rs_bytes));
-    }
-    return s;
-}
-
-/* Median over repeats of the mean time (ms) of iters calls of f. */
-template <typename F> static double time_ms(F f, int iters, int repeats)
-{
-    cudaEvent_t a, b;
-    CK(cudaEventCreate(&a));
-    CK(cudaEventCreate(&b));
-    std::vector<double> t;
-    for (int i = 0; i < 3; i++) f(); /* warm-up */
-    for (int r = 0; r < repeats; r++) {
-        CK(cudaEventRecord(a, 0));
-        for (int i = 0; i < iters; i++) f();
-        CK(cudaEventRecord(b, 0));
-        CK(cudaEventSynchronize(b));
-        float ms = 0;
-        CK(cudaEventElapsedTime(&ms, a, b));
-        t.push_back(ms / iters);
-    }
-    CK(cudaEventDestroy(a));
-    CK(cudaEventDestroy(b));
-    std::sort(t.begin(), t.end());
-    return t[t.size() / 2];
-}
+#include "bench/bn_bench.cuh"
 
 int main(int argc, char **argv)
 {
-    int n = 256, iters = 20, repeats = 5;
-    static const struct option opts[] = {{"batch", required_argument, 0, 'b'},
-                                         {"iters", required_argument, 0, 'i'},
-                                         {"repeats", required_argument, 0, 'r'},
-                                         {0, 0, 0, 0}};
-    for (int o; (o = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
-        if (o == 'b') n = atoi(optarg);
-        else if (o == 'i') iters = atoi(optarg);
-        else if (o == 'r') repeats = atoi(optarg);
-        else {
-            fprintf(stderr, "usage: %s [--batch=256] [--iters=20] [--repeats=5]\n", argv[0]);
-            return 2;
-        }
-    }
-    if (n < 1 || iters < 1 || repeats < 1) {
-        fprintf(stderr, "bench_bn: --batch, --iters and --repeats must be >= 1\n");
-        return 2;
-    }
-    int ndev = 0;
-    if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
-        printf("bench_bn: no CUDA device: skipped\n");
-        return 77;
-    }
-    cudaDeviceProp prop;
-    CK(cudaGetDeviceProperties(&prop, 0));
+    int n = 256, iters = 20, repeats = 5, cmax = 0;
     char gpu[256];
-    snprintf(gpu, sizeof gpu, "%s", prop.name);
-    for (char *p = gpu; *p; p++)
-        if (*p == ' ') *p = '_';
-
-    /* the net's BN layers, grouped by shape and fused ReLU */
-    model_graph *g = NULL;
-    if (model_graph_build(&g, "resnet50", 224, 1000, 0) != IH_OK) {
-        fprintf(stderr, "bench_bn: %s\n", ih_last_error());
-        return 1;
-    }
-    std::vector<bn_shape> shapes;
-    std::vector<int> joins((size_t)g->nlayers);
-    (void)model_graph_bn_joins(g, joins.data());
-    for (int i = 0; i < g->nlayers; i++) {
-        const model_layer *l = &g->layers[i];
-        if (l->op != MODEL_OP_BN) continue;
-        const model_shape *s = &g->tensors[l->in[0]];
-        int relu = i + 1 < g->nlayers && g->layers[i + 1].op == MODEL_OP_RELU && g->layers[i + 1].in[0] == l->out;
-        const int add = joins[i] >= 0; /* the executor's rule (graph.h) */
-        bool found = false;
-        for (auto &b : shapes)
-            if (b.h == s->h && b.w == s->w && b.c == s->c && b.relu == relu && b.add == add) b.count++, found = true;
-        if (!found) shapes.push_back({s->h, s->w, s->c, relu, add, 1});
-    }
-    model_graph_destroy(g);
-
+    std::vector<bn_shape> shapes; /* grouped by shape, fused ReLU and residual join */
     cudnnHandle_t dnn;
-    if (cudnnCreate(&dnn) != CUDNN_STATUS_SUCCESS) {
-        fprintf(stderr, "bench_bn: cudnnCreate failed\n");
-        return 1;
-    }
-    cudaStream_t st = 0;
-    cudnnSetStream(dnn, st);
     size_t maxlen = 0;
-    int cmax = 0;
-    for (auto &b : shapes) {
-        maxlen = std::max(maxlen, (size_t)n * b.h * b.w * b.c);
-        cmax = std::max(cmax, b.c);
-    }
+    const int rc = bench_start("bench_bn", argc, argv, true, &n, &iters, &repeats, gpu, sizeof gpu, &shapes, &dnn,
+                               &maxlen, &cmax);
+    if (rc >= 0) return rc;
+    cudaStream_t st = 0;
     size_t addlen = 0; /* the largest BN+add+ReLU tensor */
     for (auto &b : shapes)
         if (b.add) addlen = std::max(addlen, (size_t)n * b.h * b.w * b.c);
@@ -263,7 +74,8 @@ int main(int argc, char **argv)
     CK(cudaMalloc(&partial, (size_t)PMAX * 2 * cmax * sizeof(float)));
     size_t ws_bytes = 0, rs_bytes = 0;
     const double eps = 1e-5, mom = 0.1;
-    const int sms = prop.multiProcessorCount;
+    int sms = 0;
+    CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
 
     printf("# BN layers of resnet50 at 224 px, n=%d, bf16 NHWC (fp32 statistics), %s; times in us (median of %d x %d)\n",
            n, gpu, repeats, iters);
@@ -314,28 +126,12 @@ int main(int argc, char **argv)
         };
 
         /* cuDNN: NHWC bf16 x/y/dy/dx, fp32 derived per-channel tensors */
-        cudnnTensorDescriptor_t xd, pd;
-        cudnnActivationDescriptor_t act;
-        cudnnCreateTensorDescriptor(&xd);
-        cudnnCreateTensorDescriptor(&pd);
-        cudnnCreateActivationDescriptor(&act);
-        cudnnSetActivationDescriptor(act, CUDNN_ACTIVATION_RELU, CUDNN_NOT_PROPAGATE_NAN, 0.0);
-        const cudnnBatchNormMode_t mode = CUDNN_BATCHNORM_SPATIAL_PERSISTENT;
+        ex_bn ex(dnn, n, b, &ws, &ws_bytes, &rs, &rs_bytes);
         const cudnnBatchNormOps_t ops = b.relu ? CUDNN_BATCHNORM_OPS_BN_ACTIVATION : CUDNN_BATCHNORM_OPS_BN;
-        cudnnActivationDescriptor_t ad = b.relu ? act : NULL;
-        cudnnStatus_t s = cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_BFLOAT16, n, c, b.h, b.w);
-        if (s == CUDNN_STATUS_SUCCESS) s = cudnnDeriveBNTensorDescriptor(pd, xd, mode);
-        if (s == CUDNN_STATUS_SUCCESS) s = bn_buffers(dnn, mode, ops, xd, NULL, pd, ad, &ws, &ws_bytes, &rs, &rs_bytes);
-        const float one = 1.f, zero = 0.f;
-        auto cudnn_fwd = [&]() {
-            return cudnnBatchNormalizationForwardTrainingEx(dnn, mode, ops, &one, &zero, xd, x, NULL, NULL, xd, y2, pd,
-                                                            gamma, beta, mom, rm, rv, eps, smean, sinv, ad, ws,
-                                                            ws_bytes, rs, rs_bytes);
-        };
+        cudnnStatus_t s = ex.plan(ops);
+        auto cudnn_fwd = [&]() { return ex.fwd(ops, x, NULL, y2, gamma, beta, mom, rm, rv, eps, smean, sinv); };
         auto cudnn_bwd = [&]() {
-            return cudnnBatchNormalizationBackwardEx(dnn, mode, ops, &one, &zero, &one, &one, xd, x, xd, y2, xd, dy,
-                                                     NULL, NULL, xd, dx2, pd, gamma, beta, dgam, dbet, eps, smean,
-                                                     sinv, ad, ws, ws_bytes, rs, rs_bytes);
+            return ex.bwd(ops, x, y2, dy, NULL, dx2, gamma, beta, dgam, dbet, 1.f, eps, smean, sinv);
         };
         double tf = NAN, tcf = NAN, tb = NAN, tcb = NAN, md = NAN;
         size_t dxoff = 0;
@@ -400,17 +196,10 @@ int main(int argc, char **argv)
                 }
             };
             const cudnnBatchNormOps_t ops2 = CUDNN_BATCHNORM_OPS_BN_ADD_ACTIVATION;
-            cudnnStatus_t s2 = s;
-            if (s2 == CUDNN_STATUS_SUCCESS) s2 = bn_buffers(dnn, mode, ops2, xd, xd, pd, act, &ws, &ws_bytes, &rs, &rs_bytes);
-            auto cudnn_fwd_add = [&]() {
-                return cudnnBatchNormalizationForwardTrainingEx(dnn, mode, ops2, &one, &zero, xd, x, xd, z, xd, y2a, pd,
-                                                                gamma, beta, mom, rm, rv, eps, smean, sinv, act, ws,
-                                                                ws_bytes, rs, rs_bytes);
-            };
+            cudnnStatus_t s2 = s == CUDNN_STATUS_SUCCESS ? ex.plan(ops2) : s;
+            auto cudnn_fwd_add = [&]() { return ex.fwd(ops2, x, z, y2a, gamma, beta, mom, rm, rv, eps, smean, sinv); };
             auto cudnn_bwd_add = [&]() {
-                return cudnnBatchNormalizationBackwardEx(dnn, mode, ops2, &one, &zero, &one, &one, xd, x, xd, y2a, xd,
-                                                         dy, xd, dz2, xd, dx2, pd, gamma, beta, dgam, dbet, eps, smean,
-                                                         sinv, act, ws, ws_bytes, rs, rs_bytes);
+                return ex.bwd(ops2, x, y2a, dy, dz2, dx2, gamma, beta, dgam, dbet, 1.f, eps, smean, sinv);
             };
             ours_fwd_add();
             ours_bwd_add();
@@ -441,9 +230,6 @@ int main(int argc, char **argv)
             CK(cudaGetLastError());
             adds.push_back(ar);
         }
-        cudnnDestroyActivationDescriptor(act);
-        cudnnDestroyTensorDescriptor(pd);
-        cudnnDestroyTensorDescriptor(xd);
     }
     int nbn = 0;
     for (auto &b : shapes) nbn += b.count;

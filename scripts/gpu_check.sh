@@ -37,7 +37,7 @@
 # IH_BENCH_MIN_RATIO=x fails when ours/torch < x.
 # Splitting the work over two calls when one does not fit: IH_GPU_CHECK_TESTS=REGEX runs only
 # the GPU tests matching it (ctest -R), IH_GPU_CHECK_SKIP="tests bench profile" (any of them)
-# skips whole stages ("rows": only the cuDNN-BN, eager, legacy-API and fused bench rows; "bn": bench_bn),
+# skips whole stages ("rows": only the cuDNN-BN, eager, legacy-API and fused bench rows; "bn": bench_bn and bench_bn_graph),
 # IH_GPU_CHECK_TEST_TIMEOUT (default 200) bounds the test stage; a second call on a warm
 # machine reuses the build.
 set -uo pipefail
@@ -108,7 +108,7 @@ else
         >"$out/build.log" 2>&1 || { grep -E 'error|Error' "$out/build.log" | head -n 40; echo "build failed"; }
     # BN against cuDNN's (a build of its own: it calls cuDNN's deprecated BN API, which a future
     # cuDNN may drop)
-    timeout 120 cmake --build "$build" -j "$jobs" --target bench_bn >"$out/build_bn.log" 2>&1 \
+    timeout 180 cmake --build "$build" -j "$jobs" --target bench_bn bench_bn_graph >"$out/build_bn.log" 2>&1 \
         || { grep -E 'error|Error' "$out/build_bn.log" | head -n 20; echo "bench_bn build failed"; }
     # The trainer and the data tools (2-worker test, profile stage): a separate build, so that a
     # failure there leaves the model tests above to run.
@@ -233,7 +233,7 @@ fi
 
 # BatchNorm: our kernels against cuDNN's BN (BatchNormalization*Ex, what PyTorch's channels-last
 # BN calls) on every BN of ResNet-50, n = 256 and 32 (bench/bench_bn.cu)
-declare -A bn
+declare -A bn bng
 stage "benchmark: BatchNorm, ours vs cuDNN, ResNet-50's 53 BN layers, bf16"
 for n in 256 32; do
     bn[r$n]=na; bn[f$n]=na; bn[c$n]=na
@@ -256,6 +256,27 @@ for n in 256 32; do
     bn[af$n]=$(echo "$res" | sed -n 's/.* add_ours_ms=\([0-9.a-z]*\).*/\1/p')
     bn[ac$n]=$(echo "$res" | sed -n 's/.* add_cudnn_ms=\([0-9.a-z]*\).*/\1/p')
     bn[ak$n]=$(echo "$res" | sed -n 's/.* add_ok=\([01]\).*/\1/p')
+done
+
+# cuDNN's BN on its backend graph API (NORM_FORWARD/NORM_BACKWARD, the successor of the
+# deprecated Ex calls that IH_CUDNN_BN runs) against the Ex calls (bench/bench_bn_graph.cu):
+# whether it has engines for the net's shapes, agrees, and how fast it is; n = 256, then 32
+stage "benchmark: BatchNorm, cuDNN graph API vs cuDNN Ex API, ResNet-50's BN shapes, bf16"
+for n in 256 32; do
+    bng[r$n]=na; bng[ok$n]=na; bng[p$n]=na
+    if skipped bench || skipped bn; then bng[r$n]=skipped; continue; fi
+    if [ "$dry" = 1 ]; then continue; fi
+    if [ "$(left)" -lt 120 ]; then bng[r$n]=skipped; echo "graph-API BN bench n=$n skipped: $(left)s of the budget left"; continue; fi
+    timeout 120 "$build/bench/bench_bn_graph" --batch="$n" >"$out/bench_bn_graph$n.tmp" 2>&1
+    echo "rc=$?" >>"$out/bench_bn_graph$n.tmp"
+    { echo "-- bench_bn_graph n=$n"; cat "$out/bench_bn_graph$n.tmp"; } >>"$out/bench.log"
+    grep -E '^(#|  |RESULT|bench_bn_graph)' "$out/bench_bn_graph$n.tmp" | head -n 60
+    res=$(grep '^RESULT' "$out/bench_bn_graph$n.tmp" | tail -n1)
+    rm -f "$out/bench_bn_graph$n.tmp"
+    [ -z "$res" ] && continue
+    bng[r$n]=$(echo "$res" | sed -n 's/.* graph_over_ex=\([0-9.a-z]*\).*/\1/p')
+    bng[ok$n]=$(echo "$res" | sed -n 's/.* ok=\([01]\).*/\1/p')
+    bng[p$n]=$(echo "$res" | sed -n 's/.* plan_s=\([0-9.a-z]*\).*/\1/p')
 done
 
 # End to end: the real trainer from an LMDB (decode, augmentation, H2D, graph step, per-layer
@@ -340,6 +361,10 @@ for n in 32 256; do
     printf '  %-40s %6s %16s %16s %14s %10s\n' "joins: BN+add+ReLU vs BN_ADD_ACTIVATION" "$n" "${bn[af$n]:-na}" \
         "${bn[ac$n]:-na}" "${bn[ar$n]:-na}" "ok=${bn[ak$n]:-na}"
 done
+for n in 32 256; do
+    printf '  %-40s %6s %16s %16s %14s %10s\n' "graph API / Ex API (cuDNN BN, fwd+bwd)" "$n" "plan ${bng[p$n]:-na}s" "" \
+        "${bng[r$n]:-na}" "ok=${bng[ok$n]:-na}"
+done
 nofuseb=$(cat "$out/bench.log" 2>/dev/null | grep -c 'no fused convolution statistics' || true)
 echo "# fused statistics: warnings of layers without an engine: tests ${nofuse:-na}, bench ${nofuseb:-na} (a fused row with warnings ran those layers unfused)"
 printf '# %-50s %12s %10s %18s\n' "train --mode=profile (64 px)" "img/s total" "step(ms)" "exposed comm/step"
@@ -356,5 +381,5 @@ if [ -n "${IH_BENCH_MIN_RATIO:-}" ]; then
             || { echo "ratio at n=$n is $r < IH_BENCH_MIN_RATIO=$IH_BENCH_MIN_RATIO"; rc=1; }
     done
 fi
-echo "RESULT gpu=$gpu ours_n32_img_s=${ips[ours32]} torch_n32_img_s=${ips[torch32]} ours_n256_img_s=${ips[ours256]} torch_n256_img_s=${ips[torch256]} max_rel_err=${maxrel:-na} max_rel_err_fp32=${maxrel32:-na} max_rel_err_fp16=${maxrel16:-na} max_rel_l2=${maxl2:-na} max_rel_l2_fp16=${maxl216:-na} profile_k1_img_s=${prof[ips1]:-na} profile_k2_img_s=${prof[ips2]:-na} profile_k2_exposed_comm=${prof[exp2]:-na} profile_k2_nccl_img_s=${prof[ips2nccl]:-na} ours_legacy_n32_img_s=${ips[legacy32]} ours_legacy_n256_img_s=${ips[legacy256]} max_rel_err_legacy=${maxrelg:-na} max_rel_err_fp32_legacy=${maxrel32g:-na} ours_fused_n32_img_s=${ips[fused32]} ours_fused_n256_img_s=${ips[fused256]} max_rel_err_fused=${maxrelf:-na} bn_cudnn_over_ours_n256=${bn[r256]:-na} bn_cudnn_over_ours_n32=${bn[r32]:-na} bn_add_cudnn_over_ours_n256=${bn[ar256]:-na} bn_add_cudnn_over_ours_n32=${bn[ar32]:-na} ours_cudnnbn_n32_img_s=${ips[cudnnbn32]} ours_cudnnbn_n256_img_s=${ips[cudnnbn256]} max_rel_err_cudnnbn=${maxrelb:-na} max_rel_l2_cudnnbn=${maxl2b:-na} max_rel_l2_cudnnbn_fp16=${maxl2b16:-na} max_gate=${maxgate:-na} max_gate_cudnnbn=${maxgateb:-na} ours_cudnnbnadd_n32_img_s=${ips[cudnnbnadd32]} ours_cudnnbnadd_n256_img_s=${ips[cudnnbnadd256]} max_rel_err_cudnnbnadd=${maxrela:-na} max_rel_l2_cudnnbnadd=${maxl2a:-na} gpu_tests_rc=$gpu_rc"
+echo "RESULT gpu=$gpu ours_n32_img_s=${ips[ours32]} torch_n32_img_s=${ips[torch32]} ours_n256_img_s=${ips[ours256]} torch_n256_img_s=${ips[torch256]} max_rel_err=${maxrel:-na} max_rel_err_fp32=${maxrel32:-na} max_rel_err_fp16=${maxrel16:-na} max_rel_l2=${maxl2:-na} max_rel_l2_fp16=${maxl216:-na} profile_k1_img_s=${prof[ips1]:-na} profile_k2_img_s=${prof[ips2]:-na} profile_k2_exposed_comm=${prof[exp2]:-na} profile_k2_nccl_img_s=${prof[ips2nccl]:-na} ours_legacy_n32_img_s=${ips[legacy32]} ours_legacy_n256_img_s=${ips[legacy256]} max_rel_err_legacy=${maxrelg:-na} max_rel_err_fp32_legacy=${maxrel32g:-na} ours_fused_n32_img_s=${ips[fused32]} ours_fused_n256_img_s=${ips[fused256]} max_rel_err_fused=${maxrelf:-na} bn_cudnn_over_ours_n256=${bn[r256]:-na} bn_cudnn_over_ours_n32=${bn[r32]:-na} bn_add_cudnn_over_ours_n256=${bn[ar256]:-na} bn_add_cudnn_over_ours_n32=${bn[ar32]:-na} bn_graph_over_ex_n256=${bng[r256]:-na} bn_graph_over_ex_n32=${bng[r32]:-na} bn_graph_ok_n256=${bng[ok256]:-na} bn_graph_plan_s_n256=${bng[p256]:-na} ours_cudnnbn_n32_img_s=${ips[cudnnbn32]} ours_cudnnbn_n256_img_s=${ips[cudnnbn256]} max_rel_err_cudnnbn=${maxrelb:-na} max_rel_l2_cudnnbn=${maxl2b:-na} max_rel_l2_cudnnbn_fp16=${maxl2b16:-na} max_gate=${maxgate:-na} max_gate_cudnnbn=${maxgateb:-na} ours_cudnnbnadd_n32_img_s=${ips[cudnnbnadd32]} ours_cudnnbnadd_n256_img_s=${ips[cudnnbnadd256]} max_rel_err_cudnnbnadd=${maxrela:-na} max_rel_l2_cudnnbnadd=${maxl2a:-na} gpu_tests_rc=$gpu_rc"
 exit $rc
