@@ -242,6 +242,7 @@ template <typename T> static ih_err avgpool_t(net *e, const model_layer *l, int 
 static ih_err set_batch(net *e, int n, int train)
 {
     if (e->bnd && train && n != e->bn_n) {
+        e->bn_n = 0; /* a failure part way leaves some layers described for n: none is current */
         IH_TRY(model_cuda_bn_dnn_set_batch(e, n));
         e->bn_n = n;
     }
