@@ -27,8 +27,11 @@
  * A second table times each block's last BN with its residual join (relu(BN(x) + z)): ours as
  * the executor runs it (the BN, then the add kernel with the ReLU; backward the add kernel's
  * two gradients, then the BN's) against cuDNN's BN_ADD_ACTIVATION in one call, checked the
- * same way (y = the join's output; dx and dz together, 2 in 10^5 allowed); add_* sum it over
- * the net's joins. The exit status follows the first table only.
+ * same way (y = the join's output; dx and dz together, 2 in 10^5 allowed), except that
+ * elements where the two ReLU masks differ ("flips": ours rounds the BN's output to bf16
+ * before the add, cuDNN rounds the sum once, so a sum within that rounding of 0 may fall on
+ * either side; about 1 in 2000 on the H200) are counted apart and left out of the dx/dz
+ * check (at most 1 in 100 allowed); add_* sum it over the net's joins. The exit status follows the first table only.
  */
 #include <string.h>
 
@@ -88,7 +91,7 @@ int main(int argc, char **argv)
         char nm[32];
         int count;
         double of, cf, ob, cb, md;
-        size_t off;
+        size_t off, flips;
         const char *verdict;
     };
     std::vector<add_row> adds;
@@ -172,7 +175,7 @@ int main(int argc, char **argv)
         tot[2] += b.count * tb;
         tot[3] += b.count * tcb;
         if (b.add) {
-            add_row ar = {"", b.count, NAN, NAN, NAN, NAN, NAN, 0, "na"};
+            add_row ar = {"", b.count, NAN, NAN, NAN, NAN, NAN, 0, 0, "na"};
             snprintf(ar.nm, sizeof ar.nm, "%dx%dx%d", b.h, b.w, c);
             fill(z, len, 23u + (uint32_t)c, 1.0f, 0.2f);
             const bool v8 = c % 8 == 0;
@@ -210,12 +213,16 @@ int main(int argc, char **argv)
             if (s2 == CUDNN_STATUS_SUCCESS) {
                 const size_t cmpn = std::min(len, (size_t)1 << 22);
                 const double tol = 1.0 / 128;
-                size_t yoff = 0, dxo = 0, dzo = 0;
-                ar.md = dev_maxdiff(ya, y2a, cmpn, tol, &yoff);
-                (void)dev_maxdiff(dx, dx2, cmpn, tol, &dxo);
-                (void)dev_maxdiff(dz, dz2, cmpn, tol, &dzo);
+                size_t yoff = 0, dxo = 0, dzo = 0, fl = 0;
+                const std::vector<float> hy = down_bf16(ya, cmpn), hy2 = down_bf16(y2a, cmpn);
+                ar.md = rel_maxdiff(hy, hy2, tol, &yoff);
+                /* ours rounds the BN's output to bf16 before the add, cuDNN rounds once: where
+                 * the sum lies within that rounding of 0 the ReLU masks may differ (y agreeing
+                 * within tol bounds how far from 0), and dx, dz with them; elsewhere they agree */
+                (void)masked_maxdiff(hy, hy2, dx, dx2, tol, &dxo, &fl);
+                (void)masked_maxdiff(hy, hy2, dz, dz2, tol, &dzo, &ar.flips);
                 ar.off = dxo + dzo;
-                const int ok = yoff == 0 && ar.off * 100000 <= 2 * cmpn;
+                const int ok = yoff == 0 && ar.off * 100000 <= 2 * cmpn && ar.flips * 100 <= cmpn;
                 ar.verdict = ok ? "ok" : "DIFF";
                 add_ok &= ok;
                 ar.cf = time_ms([&]() { (void)cudnn_fwd_add(); }, iters, repeats);
@@ -244,11 +251,11 @@ int main(int argc, char **argv)
     int nadd = 0;
     printf("# BN + residual add + ReLU (each block's last BN and its join): ours = BN, then the add kernel; "
            "cuDNN = CUDNN_BATCHNORM_OPS_BN_ADD_ACTIVATION\n");
-    printf("# %-14s %5s %10s %10s %10s %10s %9s %7s %7s\n", "h x w x c", "count", "ours fwd", "cuDNN fwd", "ours bwd",
-           "cuDNN bwd", "maxdiff", "dxz off", "verify");
+    printf("# %-14s %5s %10s %10s %10s %10s %9s %7s %7s %7s\n", "h x w x c", "count", "ours fwd", "cuDNN fwd", "ours bwd",
+           "cuDNN bwd", "maxdiff", "flips", "dxz off", "verify");
     for (auto &a : adds) {
-        printf("  %-14s %5d %10.1f %10.1f %10.1f %10.1f %9.2e %7zu %7s\n", a.nm, a.count, 1e3 * a.of, 1e3 * a.cf,
-               1e3 * a.ob, 1e3 * a.cb, a.md, a.off, a.verdict);
+        printf("  %-14s %5d %10.1f %10.1f %10.1f %10.1f %9.2e %7zu %7zu %7s\n", a.nm, a.count, 1e3 * a.of, 1e3 * a.cf,
+               1e3 * a.ob, 1e3 * a.cb, a.md, a.flips, a.off, a.verdict);
         at[0] += a.count * a.of;
         at[1] += a.count * a.cf;
         at[2] += a.count * a.ob;
@@ -257,8 +264,8 @@ int main(int argc, char **argv)
         nadd += a.count;
     }
     snprintf(nm, sizeof nm, "all %d joins", nadd);
-    printf("  %-14s %5d %10.1f %10.1f %10.1f %10.1f %9.2e %7s %7s\n", nm, nadd, 1e3 * at[0], 1e3 * at[1], 1e3 * at[2],
-           1e3 * at[3], aworst, "", add_cudnn_ok && nadd ? (add_ok ? "ok" : "DIFF") : "na");
+    printf("  %-14s %5d %10.1f %10.1f %10.1f %10.1f %9.2e %7s %7s %7s\n", nm, nadd, 1e3 * at[0], 1e3 * at[1],
+           1e3 * at[2], 1e3 * at[3], aworst, "", "", add_cudnn_ok && nadd ? (add_ok ? "ok" : "DIFF") : "na");
     double aratio = add_cudnn_ok && nadd ? (at[1] + at[3]) / (at[0] + at[2]) : NAN;
     printf("# cuDNN BN_ADD_ACTIVATION fwd+bwd / ours (BN + add) fwd+bwd = %.2f (> 1: ours faster)\n", aratio);
     printf("RESULT gpu=%s n=%d ours_fwd_ms=%.3f cudnn_fwd_ms=%.3f ours_bwd_ms=%.3f cudnn_bwd_ms=%.3f "

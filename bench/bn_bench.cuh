@@ -156,6 +156,33 @@ static double rel_maxdiff(const std::vector<float> &a, const std::vector<float> 
     return sc > 0 ? md / sc : md;
 }
 
+/* The gradients behind a ReLU, a and b (b the reference), whose outputs were ya and yb: where
+ * exactly one of ya, yb is positive the two masks differ (the pre-activation lies within the
+ * outputs' rounding of 0) and so may the gradient, by the whole incoming one; those elements
+ * are counted in *flips and left out. Elsewhere *off counts elements off by more than
+ * tol * max |b|. Returns max |a - b| / max |b| over the elements compared. */
+static double masked_maxdiff(const std::vector<float> &ya, const std::vector<float> &yb, const bf16 *a,
+                             const bf16 *b, double tol, size_t *off, size_t *flips)
+{
+    const size_t cnt = ya.size();
+    std::vector<float> ha = down_bf16(a, cnt), hb = down_bf16(b, cnt);
+    double md = 0, sc = 0;
+    for (size_t i = 0; i < cnt; i++) sc = std::max(sc, fabs((double)hb[i]));
+    *off = 0;
+    *flips = 0;
+    for (size_t i = 0; i < cnt; i++) {
+        if ((ya[i] > 0) != (yb[i] > 0)) {
+            ++*flips;
+            continue;
+        }
+        double d = fabs((double)ha[i] - hb[i]);
+        if (std::isnan(d)) d = INFINITY;
+        md = std::max(md, d);
+        *off += !(d <= tol * sc);
+    }
+    return sc > 0 ? md / sc : md;
+}
+
 /* rel_maxdiff of the first cnt elements of two device tensors */
 static double dev_maxdiff(const bf16 *a, const bf16 *b, size_t cnt, double tol, size_t *off)
 {

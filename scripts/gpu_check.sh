@@ -2,15 +2,16 @@
 # scripts/gpu_check.sh — the one call to make on a lent GPU machine: unpack the carried .debs,
 # build with CUDA, run the GPU tests (the CUDA backend through the same test sources as the
 # CPU, CUDA vs CPU on the same weights in fp32, bf16 and fp16, device SGD vs the CPU optimizer,
-# fp16 loss scaling, per-layer gradient hand-over, 2 workers vs --accumulate 2 on CUDA; single
-# conv layers and the whole-net tests again on cuDNN's legacy API, IH_CUDNN_API=legacy, and
-# with the BN statistics fused into the convolutions, IH_CUDNN_FUSE=stats:require, and with BN's
-# training forward and backward on cuDNN's BN, IH_CUDNN_BN=cudnn, also with each residual join as
-# one BN_ADD_ACTIVATION call, IH_CUDNN_BN=cudnn+add),
+# fp16 loss scaling, per-layer gradient hand-over, 2 workers vs --accumulate 2 on CUDA, all with
+# the defaults: the graph API, BN on cuDNN with each residual join as one BN_ADD_ACTIVATION call;
+# the BN ones again with cuDNN's BN required, IH_CUDNN_BN=cudnn+add:require, without the joins,
+# IH_CUDNN_BN=cudnn:require, and on our BN kernels, IH_CUDNN_BN=ours; single conv layers and the
+# whole-net tests again on cuDNN's legacy API, IH_CUDNN_API=legacy, and with the BN statistics
+# fused into the convolutions, IH_CUDNN_FUSE=stats:require),
 # then benchmark ResNet-50 training steps (synthetic input, n = 32 and 256) against torchvision's
-# resnet50 under PyTorch bf16 autocast + channels-last in the same run (and ours on the
-# default graph API against ours with BN on cuDNN, IH_CUDNN_BN=cudnn, on the legacy API, and with
-# IH_CUDNN_FUSE=stats), then run the real
+# resnet50 under PyTorch bf16 autocast + channels-last in the same run (and ours with the
+# defaults against ours with our BN kernels, IH_CUDNN_BN=ours, with cuDNN's BN without the
+# joins, IH_CUDNN_BN=cudnn, on the legacy API, and with IH_CUDNN_FUSE=stats), then run the real
 # trainer end to end: `train --mode=profile` (resnet50 at 64 px, n = 64, from an LMDB of
 # make_synthetic JPEGs, 1 and 2 workers on this GPU), print one table, and end with
 #   RESULT gpu=... ours_n32_img_s=... torch_n32_img_s=... ours_n256_img_s=...
@@ -18,14 +19,16 @@
 #          ours_legacy_n32_img_s=... ours_legacy_n256_img_s=... ours_fused_n32_img_s=...
 #          ours_fused_n256_img_s=... max_rel_err_fused=... ours_cudnnbn_n32_img_s=...
 #          ours_cudnnbn_n256_img_s=... max_rel_err_cudnnbn=... max_rel_l2_cudnnbn=...
-#          ours_cudnnbnadd_n32_img_s=... ours_cudnnbnadd_n256_img_s=... max_rel_err_cudnnbnadd=...
+#          ours_ownbn_n32_img_s=... ours_ownbn_n256_img_s=... max_rel_err_ownbn=...
+#          max_rel_err_cudnnbnadd=... (and more: the RESULT line at the end of this file)
 # max_rel_err is the worst per-tensor max|cuda-cpu|/max|cpu| of test_cuda_vs_cpu in bf16 (the
 # speed mode); max_rel_err_fp32 is the exact mode's, max_rel_err_fp16 the fp16 option's, and
 # max_rel_err_legacy / max_rel_err_fp32_legacy the same with IH_CUDNN_API=legacy, max_rel_err_fused
 # bf16's with IH_CUDNN_FUSE=stats:require, max_rel_err_cudnnbn / max_rel_l2_cudnnbn (and _fp16) bf16's with
-# IH_CUDNN_BN=cudnn; max_rel_l2 / max_rel_l2_fp16 the worst per-tensor
+# IH_CUDNN_BN=cudnn:require, _cudnnbnadd with cudnn+add:require, _ownbn with IH_CUDNN_BN=ours;
+# max_rel_l2 / max_rel_l2_fp16 the worst per-tensor
 # relative L2 error in bf16 / fp16 (what those precisions are gated by). The CPU-only suite is CI's job and is not rerun here. Time: the optional stages (cuDNN-BN, eager,
-# legacy-API and fused bench rows, the k=2 profile) are skipped when less than their share of IH_GPU_CHECK_BUDGET
+# own-BN, legacy-API and fused bench rows, the k=2 profile) are skipped when less than their share of IH_GPU_CHECK_BUDGET
 # (default 540 s) is left, so one call stays under 10 minutes.
 #
 # The GPU machines have nvcc and PyTorch but no libjpeg-turbo/LMDB/OpenBLAS, and cuDNN/NCCL
@@ -37,7 +40,7 @@
 # IH_BENCH_MIN_RATIO=x fails when ours/torch < x.
 # Splitting the work over two calls when one does not fit: IH_GPU_CHECK_TESTS=REGEX runs only
 # the GPU tests matching it (ctest -R), IH_GPU_CHECK_SKIP="tests bench profile" (any of them)
-# skips whole stages ("rows": only the cuDNN-BN, eager, legacy-API and fused bench rows; "bn": bench_bn and bench_bn_graph),
+# skips whole stages ("rows": only the own-BN, cuDNN-BN, eager, legacy-API and fused bench rows; "bn": bench_bn and bench_bn_graph),
 # IH_GPU_CHECK_TEST_TIMEOUT (default 200) bounds the test stage; a second call on a warm
 # machine reuses the build.
 set -uo pipefail
@@ -124,10 +127,10 @@ else
     fi
 
     stage "GPU tests (CUDA backend vs CPU and vs PyTorch references, device SGD, gradient hand-over, 2 workers, NCCL)"
-    # The default backend's tests first; then the cuDNN-BN tests (the newest), then the
+    # The default backend's tests first; then the BN variants (the newest), then the
     # legacy-API, fused and NCCL ones, each group in what is left of the stage, so an overrun
     # costs the optional groups, not the core ones.
-    groups=('_cudnnbn' '_legacy|conv_graph|_fused|nccl')
+    groups=('_cudnnbn|_ownbn' '_legacy|conv_graph|_fused|nccl')
     extra=$(IFS='|'; echo "${groups[*]}")
     if skipped tests; then gpu_rc=0; : >"$out/tests.log"
     elif [ -n "${IH_GPU_CHECK_TESTS:-}" ]; then
@@ -171,14 +174,18 @@ maxl2b=$(grep -h 'MAXL2 bf16_cudnnbn ' "$out/tests.log" 2>/dev/null | sed 's/.*M
 maxl2b16=$(grep -h 'MAXL2 fp16_cudnnbn ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXL2 fp16_cudnnbn //' | awk '{print $1}' | tail -n1)
 maxrela=$(grep -h 'MAXREL bf16_cudnnbnadd ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXREL bf16_cudnnbnadd //' | awk '{print $1}' | tail -n1)
 maxl2a=$(grep -h 'MAXL2 bf16_cudnnbnadd ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXL2 bf16_cudnnbnadd //' | awk '{print $1}' | tail -n1)
+maxgatea=$(grep -h 'MAXGATE bf16_cudnnbnadd ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXGATE bf16_cudnnbnadd //' | awk '{print $1}' | tail -n1)
+maxrelo=$(grep -h 'MAXREL bf16_ownbn ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXREL bf16_ownbn //' | awk '{print $1}' | tail -n1)
+maxl2o=$(grep -h 'MAXL2 bf16_ownbn ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXL2 bf16_ownbn //' | awk '{print $1}' | tail -n1)
+maxgateo=$(grep -h 'MAXGATE bf16_ownbn ' "$out/tests.log" 2>/dev/null | sed 's/.*MAXGATE bf16_ownbn //' | awk '{print $1}' | tail -n1)
 # warnings of layers where cuDNN had no engine for the fused statistics (IH_CUDNN_FUSE=stats goes on without)
 nofuse=$(cat "$out/tests.log" 2>/dev/null | grep -c 'no fused convolution statistics' || true)
 
 declare -A ips
-bench_one() { # who n   (who = ours | torch | eager: ours without the CUDA graph | legacy: ours
-    # with cuDNN's legacy API, IH_CUDNN_API=legacy | fused: and the BN statistics fused
-    # into the convolutions, IH_CUDNN_FUSE=stats | cudnnbn: BN on cuDNN, IH_CUDNN_BN=cudnn |
-    # cudnnbnadd: and the residual joins as cuDNN's BN_ADD_ACTIVATION, IH_CUDNN_BN=cudnn+add)
+bench_one() { # who n   (who = ours: the defaults | torch | eager: ours without the CUDA graph |
+    # legacy: ours with cuDNN's legacy API, IH_CUDNN_API=legacy | fused: and the BN statistics
+    # fused into the convolutions, IH_CUDNN_FUSE=stats | cudnnbn: BN on cuDNN without the joins,
+    # IH_CUDNN_BN=cudnn | ownbn: BN on our kernels, IH_CUDNN_BN=ours)
     local who=$1 n=$2 iters=20 log="$out/bench.log"
     [ "$n" -ge 256 ] && iters=10
     if [ "$dry" = 1 ]; then ips[$who$n]=na; return; fi
@@ -188,9 +195,9 @@ bench_one() { # who n   (who = ours | torch | eager: ours without the CUDA graph
         [ "$who" = legacy ] && export IH_CUDNN_API=legacy
         [ "$who" = fused ] && export IH_CUDNN_FUSE=stats
         [ "$who" = cudnnbn ] && export IH_CUDNN_BN=cudnn
-        [ "$who" = cudnnbnadd ] && export IH_CUDNN_BN=cudnn+add
+        [ "$who" = ownbn ] && export IH_CUDNN_BN=ours
         # the default, fused and cuDNN-BN rows log each layer's engines (INFO) into bench.log
-        case "$who" in ours|fused|cudnnbn*) export IH_DEBUG=INFO;; esac
+        case "$who" in ours|fused|cudnnbn) export IH_DEBUG=INFO;; esac
         timeout 120 "$build/bench/bench_train_step" --batch="$n" --iters=$iters >"$one" 2>&1
         unset IH_CUDA_GRAPH IH_CUDNN_API IH_CUDNN_FUSE IH_CUDNN_BN IH_DEBUG
     else
@@ -205,17 +212,17 @@ bench_one() { # who n   (who = ours | torch | eager: ours without the CUDA graph
     rm -f "$one"
 }
 stage "benchmark: ResNet-50 training step (fwd+loss+bwd, no optimiser), synthetic 224x224, bf16"
-if skipped bench; then for k in ours32 torch32 ours256 torch256 cudnnbn32 cudnnbn256 cudnnbnadd32 cudnnbnadd256 eager32 legacy32 legacy256 fused32 fused256; do ips[$k]=skipped; done
+if skipped bench; then for k in ours32 torch32 ours256 torch256 cudnnbn32 cudnnbn256 ownbn32 ownbn256 eager32 legacy32 legacy256 fused32 fused256; do ips[$k]=skipped; done
 else
 for n in 32 256; do bench_one ours $n; bench_one torch $n; done
-if skipped rows; then for k in cudnnbn32 cudnnbn256 cudnnbnadd32 cudnnbnadd256 eager32 legacy32 legacy256 fused32 fused256; do ips[$k]=skipped; done
+if skipped rows; then for k in cudnnbn32 cudnnbn256 ownbn32 ownbn256 eager32 legacy32 legacy256 fused32 fused256; do ips[$k]=skipped; done
 else
-for n in 256 32; do # BN's training forward and backward on cuDNN (first of the optional rows:
-    # bench_bn measured cuDNN's BN at 0.65x our time at n = 256 on an H100)
+for n in 256 32; do # what the default BN (cuDNN's, with the joins) gains over ours (first of
+    # the optional rows), and over cuDNN's without the joins
+    if [ "$(left)" -gt 240 ]; then bench_one ownbn $n
+    else ips[ownbn$n]=skipped; echo "own-BN row n=$n skipped: $(left)s of the budget left"; fi
     if [ "$(left)" -gt 240 ]; then bench_one cudnnbn $n
     else ips[cudnnbn$n]=skipped; echo "cuDNN-BN row n=$n skipped: $(left)s of the budget left"; fi
-    if [ "$(left)" -gt 240 ]; then bench_one cudnnbnadd $n
-    else ips[cudnnbnadd$n]=skipped; echo "cuDNN-BN+add row n=$n skipped: $(left)s of the budget left"; fi
 done
 if [ "$(left)" -gt 240 ]; then bench_one eager 32 # attribution: the same step without the CUDA graph
 else ips[eager32]=skipped; echo "eager row skipped: $(left)s of the budget left"; fi
@@ -343,15 +350,15 @@ for n in 32 256; do
         "$(ratio "${ips[ours$n]}" "${ips[torch$n]}")"
 done
 echo "# ours at n=32 without the CUDA graph (IH_CUDA_GRAPH=0): ${ips[eager32]} img/s"
-printf '# %-10s %-6s %14s %14s %12s %14s %12s %15s %13s %14s %12s\n' "cuDNN API" "n" "graph(img/s)" "legacy(img/s)" \
-    "legacy/graph" "fused(img/s)" "fused/graph" "cudnnBN(img/s)" "cudnnBN/graph" "+add(img/s)" "+add/graph"
+printf '# %-10s %-6s %14s %14s %12s %14s %12s %15s %13s %14s %12s\n' "variant" "n" "default(img/s)" "legacy(img/s)" \
+    "legacy/def" "fused(img/s)" "fused/def" "cudnnBN(img/s)" "cudnnBN/def" "ownBN(img/s)" "ownBN/def"
 for n in 32 256; do
     printf '  %-10s %-6s %14s %14s %12s %14s %12s %15s %13s %14s %12s\n' resnet50 "$n" "${ips[ours$n]}" \
         "${ips[legacy$n]}" "$(ratio "${ips[legacy$n]}" "${ips[ours$n]}")" "${ips[fused$n]}" \
         "$(ratio "${ips[fused$n]}" "${ips[ours$n]}")" "${ips[cudnnbn$n]}" "$(ratio "${ips[cudnnbn$n]}" "${ips[ours$n]}")" \
-        "${ips[cudnnbnadd$n]}" "$(ratio "${ips[cudnnbnadd$n]}" "${ips[ours$n]}")"
+        "${ips[ownbn$n]}" "$(ratio "${ips[ownbn$n]}" "${ips[ours$n]}")"
 done
-echo "# cudnnBN: IH_CUDNN_BN=cudnn (BN's training forward/backward on cuDNN); +add: IH_CUDNN_BN=cudnn+add (and each residual join as one BN_ADD_ACTIVATION call)"
+echo "# default: graph API, BN on cuDNN with each residual join as one BN_ADD_ACTIVATION call; legacy: IH_CUDNN_API=legacy; fused: IH_CUDNN_FUSE=stats (BN on ours); cudnnBN: IH_CUDNN_BN=cudnn (no joins); ownBN: IH_CUDNN_BN=ours (our BN kernels)"
 printf '# %-40s %6s %16s %16s %14s %10s\n' "BatchNorm, all of resnet50's (fwd+bwd)" "n" "ours(ms)" "cuDNN(ms)" "cuDNN/ours" "maxdiff"
 for n in 32 256; do
     printf '  %-40s %6s %16s %16s %14s %10s\n' "bf16 NHWC, ReLU fused where the net has it" "$n" "${bn[f$n]:-na}" \
@@ -372,7 +379,7 @@ for k in 1 2 2nccl; do
     printf '  %-50s %12s %10s %18s\n' "${prof[net]:-resnet50 n=64} workers=${k/nccl/ (nccl path)}" \
         "${prof[ips$k]:-na}" "${prof[step$k]:-na}" "${prof[exp$k]:-na}"
 done
-echo "# GPU tests rc=$gpu_rc, max_rel_err bf16=${maxrel:-na} fp32=${maxrel32:-na} fp16=${maxrel16:-na} (relative L2 bf16=${maxl2:-na} fp16=${maxl216:-na}), legacy API bf16=${maxrelg:-na} fp32=${maxrel32g:-na}, fused bf16=${maxrelf:-na}, cuDNN BN bf16=${maxrelb:-na} (relative L2 bf16=${maxl2b:-na} fp16=${maxl2b16:-na}), with joins bf16=${maxrela:-na} (relative L2 ${maxl2a:-na}); $(( $(date +%s) - t0 ))s in all"
+echo "# GPU tests rc=$gpu_rc, max_rel_err bf16=${maxrel:-na} fp32=${maxrel32:-na} fp16=${maxrel16:-na} (relative L2 bf16=${maxl2:-na} fp16=${maxl216:-na}), legacy API bf16=${maxrelg:-na} fp32=${maxrel32g:-na}, fused bf16=${maxrelf:-na}, cuDNN BN without joins bf16=${maxrelb:-na} (relative L2 bf16=${maxl2b:-na} fp16=${maxl2b16:-na}), required with joins bf16=${maxrela:-na} (relative L2 ${maxl2a:-na}), our BN bf16=${maxrelo:-na} (relative L2 ${maxl2o:-na}); $(( $(date +%s) - t0 ))s in all"
 rc=$gpu_rc
 if [ -n "${IH_BENCH_MIN_RATIO:-}" ]; then
     for n in 32 256; do
@@ -381,5 +388,5 @@ if [ -n "${IH_BENCH_MIN_RATIO:-}" ]; then
             || { echo "ratio at n=$n is $r < IH_BENCH_MIN_RATIO=$IH_BENCH_MIN_RATIO"; rc=1; }
     done
 fi
-echo "RESULT gpu=$gpu ours_n32_img_s=${ips[ours32]} torch_n32_img_s=${ips[torch32]} ours_n256_img_s=${ips[ours256]} torch_n256_img_s=${ips[torch256]} max_rel_err=${maxrel:-na} max_rel_err_fp32=${maxrel32:-na} max_rel_err_fp16=${maxrel16:-na} max_rel_l2=${maxl2:-na} max_rel_l2_fp16=${maxl216:-na} profile_k1_img_s=${prof[ips1]:-na} profile_k2_img_s=${prof[ips2]:-na} profile_k2_exposed_comm=${prof[exp2]:-na} profile_k2_nccl_img_s=${prof[ips2nccl]:-na} ours_legacy_n32_img_s=${ips[legacy32]} ours_legacy_n256_img_s=${ips[legacy256]} max_rel_err_legacy=${maxrelg:-na} max_rel_err_fp32_legacy=${maxrel32g:-na} ours_fused_n32_img_s=${ips[fused32]} ours_fused_n256_img_s=${ips[fused256]} max_rel_err_fused=${maxrelf:-na} bn_cudnn_over_ours_n256=${bn[r256]:-na} bn_cudnn_over_ours_n32=${bn[r32]:-na} bn_add_cudnn_over_ours_n256=${bn[ar256]:-na} bn_add_cudnn_over_ours_n32=${bn[ar32]:-na} bn_graph_over_ex_n256=${bng[r256]:-na} bn_graph_over_ex_n32=${bng[r32]:-na} bn_graph_ok_n256=${bng[ok256]:-na} bn_graph_plan_s_n256=${bng[p256]:-na} ours_cudnnbn_n32_img_s=${ips[cudnnbn32]} ours_cudnnbn_n256_img_s=${ips[cudnnbn256]} max_rel_err_cudnnbn=${maxrelb:-na} max_rel_l2_cudnnbn=${maxl2b:-na} max_rel_l2_cudnnbn_fp16=${maxl2b16:-na} max_gate=${maxgate:-na} max_gate_cudnnbn=${maxgateb:-na} ours_cudnnbnadd_n32_img_s=${ips[cudnnbnadd32]} ours_cudnnbnadd_n256_img_s=${ips[cudnnbnadd256]} max_rel_err_cudnnbnadd=${maxrela:-na} max_rel_l2_cudnnbnadd=${maxl2a:-na} gpu_tests_rc=$gpu_rc"
+echo "RESULT gpu=$gpu ours_n32_img_s=${ips[ours32]} torch_n32_img_s=${ips[torch32]} ours_n256_img_s=${ips[ours256]} torch_n256_img_s=${ips[torch256]} max_rel_err=${maxrel:-na} max_rel_err_fp32=${maxrel32:-na} max_rel_err_fp16=${maxrel16:-na} max_rel_l2=${maxl2:-na} max_rel_l2_fp16=${maxl216:-na} profile_k1_img_s=${prof[ips1]:-na} profile_k2_img_s=${prof[ips2]:-na} profile_k2_exposed_comm=${prof[exp2]:-na} profile_k2_nccl_img_s=${prof[ips2nccl]:-na} ours_legacy_n32_img_s=${ips[legacy32]} ours_legacy_n256_img_s=${ips[legacy256]} max_rel_err_legacy=${maxrelg:-na} max_rel_err_fp32_legacy=${maxrel32g:-na} ours_fused_n32_img_s=${ips[fused32]} ours_fused_n256_img_s=${ips[fused256]} max_rel_err_fused=${maxrelf:-na} bn_cudnn_over_ours_n256=${bn[r256]:-na} bn_cudnn_over_ours_n32=${bn[r32]:-na} bn_add_cudnn_over_ours_n256=${bn[ar256]:-na} bn_add_cudnn_over_ours_n32=${bn[ar32]:-na} bn_graph_over_ex_n256=${bng[r256]:-na} bn_graph_over_ex_n32=${bng[r32]:-na} bn_graph_ok_n256=${bng[ok256]:-na} bn_graph_plan_s_n256=${bng[p256]:-na} ours_cudnnbn_n32_img_s=${ips[cudnnbn32]} ours_cudnnbn_n256_img_s=${ips[cudnnbn256]} max_rel_err_cudnnbn=${maxrelb:-na} max_rel_l2_cudnnbn=${maxl2b:-na} max_rel_l2_cudnnbn_fp16=${maxl2b16:-na} max_gate=${maxgate:-na} max_gate_cudnnbn=${maxgateb:-na} max_rel_err_cudnnbnadd=${maxrela:-na} max_rel_l2_cudnnbnadd=${maxl2a:-na} max_gate_cudnnbnadd=${maxgatea:-na} ours_ownbn_n32_img_s=${ips[ownbn32]} ours_ownbn_n256_img_s=${ips[ownbn256]} max_rel_err_ownbn=${maxrelo:-na} max_rel_l2_ownbn=${maxl2o:-na} max_gate_ownbn=${maxgateo:-na} gpu_tests_rc=$gpu_rc"
 exit $rc

@@ -145,17 +145,19 @@ ih_err model_cuda_conv_fuse_from_env(int *fuse)
 ih_err model_cuda_bn_from_env(int *cudnn_bn)
 {
     const char *v = getenv("IH_CUDNN_BN");
+    *cudnn_bn = 1 | 4 | 8; /* the default: cuDNN with the joins, not asked for */
+    if (!v || !*v) return IH_OK;
     *cudnn_bn = 0;
-    if (!v || !*v || !strcmp(v, "ours")) return IH_OK;
+    if (!strcmp(v, "ours")) return IH_OK;
     if (!strcmp(v, "cudnn")) *cudnn_bn = 1;
     else if (!strcmp(v, "cudnn:require")) *cudnn_bn = 1 | 2;
     else if (!strcmp(v, "cudnn+add")) *cudnn_bn = 1 | 4;
     else if (!strcmp(v, "cudnn+add:require")) *cudnn_bn = 1 | 2 | 4;
     else
-        return ih_fail(IH_E_USAGE, "IH_CUDNN_BN=%s: unknown BatchNorm; use 'ours' (our CUDA kernels, the default), "
-                       "'cudnn' (cuDNN's batch normalization for the bf16/fp16 training step, our kernels for a "
-                       "layer cuDNN refuses), 'cudnn+add' (the same, and each residual join's BN, add and ReLU as "
-                       "one cuDNN call), or either with ':require' (an error where cuDNN refuses)", v);
+        return ih_fail(IH_E_USAGE, "IH_CUDNN_BN=%s: unknown BatchNorm; use 'cudnn+add' (the default: cuDNN's batch "
+                       "normalization for the bf16/fp16 training step, each residual join's BN, add and ReLU as one "
+                       "cuDNN call, our kernels for a layer cuDNN refuses), 'cudnn' (the same without the joins), "
+                       "either with ':require' (an error where cuDNN refuses), or 'ours' (our CUDA kernels)", v);
     return IH_OK;
 }
 

@@ -19,8 +19,10 @@
  * forward finalizes from those sums instead of its own statistics pass (bn_fwd_train_t, pre).
  * Training forward only: eval runs the plain forward. Per layer and batch size, where cuDNN
  * has no engine for it the layer keeps the separate pass (stats:require: create fails).
- * BN: our kernels (bn.cuh) by default; IH_CUDNN_BN=cudnn (bf16/fp16) runs the training
- * forward and backward on cuDNN's BN instead (bn_cudnn.cu, which says what stays ours).
+ * BN: in bf16/fp16 training, by default on cuDNN's BN with each residual join's BN, add and
+ * ReLU as one call (bn_cudnn.cu, which says what stays ours; IH_CUDNN_BN=cudnn without the
+ * joins); our kernels (bn.cuh) for eval, the fp32 exact mode, IH_CUDNN_FUSE=stats, a layer
+ * cuDNN refuses, and with IH_CUDNN_BN=ours.
  * A training step is captured as a CUDA graph per (batch, loss scale) and replayed; input
  * copies run on their own stream, overlapped with the previous step (put_input).
  * Precision of tensors: the normalised input has the compute type, with its 3 channels
@@ -401,15 +403,23 @@ static ih_err create_inner(net *e)
         e->fuse_stats = 0;
     }
     IH_TRY(model_cuda_bn_from_env(&e->cudnn_bn));
+    /* cuDNN's BN is the bf16/fp16 default (bit 8: not asked for); the exact mode and the fused
+     * statistics keep ours, quietly when the user did not ask for cuDNN's */
     if (e->cudnn_bn && e->prec == MODEL_PREC_FP32) {
-        IH_INFO(IH_LOG_MODEL, "model cuda: IH_CUDNN_BN=cudnn ignored in the fp32 exact mode (BN stays on our "
-                "deterministic kernels)");
+        if (!(e->cudnn_bn & 8))
+            IH_INFO(IH_LOG_MODEL, "model cuda: IH_CUDNN_BN=cudnn ignored in the fp32 exact mode (BN stays on our "
+                    "deterministic kernels)");
         e->cudnn_bn = 0;
     }
-    if (e->cudnn_bn && e->fuse_stats)
-        return ih_fail(IH_E_USAGE, "model cuda: IH_CUDNN_BN=cudnn and IH_CUDNN_FUSE=stats both replace the BN's "
-                       "statistics pass (cuDNN's BN computes its own; the fused one takes the convolution's "
-                       "sums): unset one of them");
+    if (e->cudnn_bn && e->fuse_stats) {
+        if (!(e->cudnn_bn & 8))
+            return ih_fail(IH_E_USAGE, "model cuda: IH_CUDNN_BN=%s and IH_CUDNN_FUSE=stats both replace the BN's "
+                           "statistics pass (cuDNN's BN computes its own; the fused one takes the convolution's "
+                           "sums): unset one of them", getenv("IH_CUDNN_BN"));
+        IH_INFO(IH_LOG_MODEL, "model cuda: IH_CUDNN_FUSE=stats: BN runs on our kernels (they take the fused "
+                "statistics), not cuDNN's");
+        e->cudnn_bn = 0;
+    }
     if (e->fuse_stats && !e->graph_api) {
         IH_INFO(IH_LOG_MODEL, "model cuda: IH_CUDNN_FUSE=stats runs the convolutions on cuDNN's graph API "
                 "(IH_CUDNN_API=legacy ignored)");

@@ -681,7 +681,7 @@ static void check_api_env(void)
                                     {"stats", IH_OK, 1},       {"stats:require", IH_OK, 2},
                                     {"bn", IH_E_USAGE, 0},     {"stats:", IH_E_USAGE, 0}};
     check_env("IH_CUDNN_API", model_cuda_conv_api_from_env, api, sizeof api / sizeof api[0], "legacy", "graph");
-    static const env_case bn[] = {{NULL, IH_OK, 0},       {"", IH_OK, 0},          {"ours", IH_OK, 0},
+    static const env_case bn[] = {{NULL, IH_OK, 13},      {"", IH_OK, 13},         {"ours", IH_OK, 0},
                                   {"cudnn", IH_OK, 1},    {"cudnn:require", IH_OK, 3},
                                   {"cudnn+add", IH_OK, 5}, {"cudnn+add:require", IH_OK, 7},
                                   {"cuDNN", IH_E_USAGE, 0}, {"1", IH_E_USAGE, 0}, {"cudnn:", IH_E_USAGE, 0},

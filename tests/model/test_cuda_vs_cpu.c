@@ -50,7 +50,9 @@
  * Prints "MAXREL <prec> <max over tensors of max|a-b|/scale>" and "MAXL2 <prec> <max over
  * tensors of the relative L2 error>" (the quantity bf16 and fp16 are gated by) for scripts/gpu_check.sh
  * ("<prec>_legacy" under IH_CUDNN_API=legacy, the convolutions on cuDNN's legacy API;
- * "<prec>_fused" under IH_CUDNN_FUSE=stats..., their statistics fused into the convolutions).
+ * "<prec>_fused" under IH_CUDNN_FUSE=stats..., their statistics fused into the convolutions;
+ * "<prec>_cudnnbn", "<prec>_cudnnbnadd" and "<prec>_ownbn" under IH_CUDNN_BN=cudnn...,
+ * cudnn+add... and ours; no suffix: the defaults, BN on cuDNN with the joins in bf16/fp16).
  *   fp16 (10 bits of mantissa, dynamic loss scaling: backward on activation gradients times
  *     a power of two, parameter gradients divided back; set to 2^10 here so the one step cannot
  *     overflow): the bf16 bounds with s from a 2^-11 perturbation; a loss scale not divided
@@ -475,6 +477,7 @@ int main(int argc, char **argv)
     /* the graph-API, fused and cuDNN-BN runs report apart (gpu_check.sh) */
     const char *api = getenv("IH_CUDNN_API"), *fuse = getenv("IH_CUDNN_FUSE"), *bn = getenv("IH_CUDNN_BN");
     const char *variant = fuse && !strncmp(fuse, "stats", 5) ? "_fused"
+                          : bn && !strcmp(bn, "ours")        ? "_ownbn"
                           : bn && strstr(bn, "+add")         ? "_cudnnbnadd"
                           : bn && !strncmp(bn, "cudnn", 5)   ? "_cudnnbn"
                           : api && !strcmp(api, "legacy")    ? "_legacy"
