@@ -40,7 +40,8 @@
 # IH_BENCH_MIN_RATIO=x fails when ours/torch < x.
 # Splitting the work over two calls when one does not fit: IH_GPU_CHECK_TESTS=REGEX runs only
 # the GPU tests matching it (ctest -R), IH_GPU_CHECK_SKIP="tests bench profile" (any of them)
-# skips whole stages ("rows": only the own-BN, cuDNN-BN, eager, legacy-API and fused bench rows; "bn": bench_bn and bench_bn_graph),
+# skips whole stages ("rows": only the own-BN, cuDNN-BN, eager, legacy-API and fused bench rows,
+# or one kind of them: "ownbn", "cudnnbn", "eager", "legacy", "fused"; "bn": bench_bn and bench_bn_graph),
 # IH_GPU_CHECK_TEST_TIMEOUT (default 200) bounds the test stage; a second call on a warm
 # machine reuses the build.
 set -uo pipefail
@@ -219,20 +220,20 @@ if skipped rows; then for k in cudnnbn32 cudnnbn256 ownbn32 ownbn256 eager32 leg
 else
 for n in 256 32; do # what the default BN (cuDNN's, with the joins) gains over ours (first of
     # the optional rows), and over cuDNN's without the joins
-    if [ "$(left)" -gt 240 ]; then bench_one ownbn $n
+    if [ "$(left)" -gt 240 ] && ! skipped ownbn; then bench_one ownbn $n
     else ips[ownbn$n]=skipped; echo "own-BN row n=$n skipped: $(left)s of the budget left"; fi
-    if [ "$(left)" -gt 240 ]; then bench_one cudnnbn $n
+    if [ "$(left)" -gt 240 ] && ! skipped cudnnbn; then bench_one cudnnbn $n
     else ips[cudnnbn$n]=skipped; echo "cuDNN-BN row n=$n skipped: $(left)s of the budget left"; fi
 done
-if [ "$(left)" -gt 240 ]; then bench_one eager 32 # attribution: the same step without the CUDA graph
+if [ "$(left)" -gt 240 ] && ! skipped eager; then bench_one eager 32 # attribution: the same step without the CUDA graph
 else ips[eager32]=skipped; echo "eager row skipped: $(left)s of the budget left"; fi
 for n in 32 256; do # the same step with the convolutions on cuDNN's legacy API
-    if [ "$(left)" -gt 240 ]; then bench_one legacy $n
+    if [ "$(left)" -gt 240 ] && ! skipped legacy; then bench_one legacy $n
     else ips[legacy$n]=skipped; echo "legacy-API row n=$n skipped: $(left)s of the budget left"; fi
 done
 for n in 256 32; do # and with the BN statistics fused into the convolutions (n = 256 first: the
     # memory traffic it saves matters most there)
-    if [ "$(left)" -gt 240 ]; then bench_one fused $n
+    if [ "$(left)" -gt 240 ] && ! skipped fused; then bench_one fused $n
     else ips[fused$n]=skipped; echo "fused row n=$n skipped: $(left)s of the budget left"; fi
 done
 fi
