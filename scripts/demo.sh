@@ -6,7 +6,8 @@
 # -> validation top-1 over the whole val set (sharded, counts summed).
 # Last line: RESULT top1=... seconds=...
 # Knobs (environment): DEMO_OUT (demo-out), DEMO_EPOCHS, DEMO_TRAIN_PER_CLASS, DEMO_VAL_PER_CLASS,
-# DEMO_WORKERS (2; the global batch stays 64).
+# DEMO_WORKERS (2; the global batch stays 64), DEMO_BACKEND (cpu; cuda trains on the GPU in
+# bf16: scripts/gpu_check.sh runs it there).
 set -eu
 build=${1:-build}
 out=${DEMO_OUT:-demo-out}
@@ -14,6 +15,7 @@ epochs=${DEMO_EPOCHS:-3}
 ntrain=${DEMO_TRAIN_PER_CLASS:-500}
 nval=${DEMO_VAL_PER_CLASS:-100}
 workers=${DEMO_WORKERS:-2}
+backend=${DEMO_BACKEND:-cpu}
 per_worker=$(( 64 / workers ))
 start=${DEMO_START:-$(date +%s)}
 
@@ -25,8 +27,8 @@ echo "== 1/3 synthetic dataset: 10 classes, $ntrain train + $nval val images per
 echo "== 2/3 LMDBs"
 "$build/tools/make_lmdb" "$out/synth/train" "$out/train.lmdb"
 "$build/tools/make_lmdb" "$out/synth/val" "$out/val.lmdb"
-echo "== 3/3 training resnet8 at 32x32 on the CPU: $workers workers x $per_worker images ($epochs epochs)"
-"$build/bin/train" --nproc "$workers" --train "$out/train.lmdb" --val "$out/val.lmdb" -o "$out/run" \
+echo "== 3/3 training resnet8 at 32x32 on the $backend backend: $workers workers x $per_worker images ($epochs epochs)"
+"$build/bin/train" --backend "$backend" --nproc "$workers" --train "$out/train.lmdb" --val "$out/val.lmdb" -o "$out/run" \
     --arch resnet8 --image-size 32 --batch-size "$per_worker" --epochs "$epochs" \
     --base-lr 0.4 --warmup-epochs 1 --schedule cosine --min-scale 0.35 --threads 1 \
     --log-every 20 | tee "$out/train.log"

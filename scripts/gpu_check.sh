@@ -13,7 +13,8 @@
 # defaults against ours with our BN kernels, IH_CUDNN_BN=ours, with cuDNN's BN without the
 # joins, IH_CUDNN_BN=cudnn, on the legacy API, and with IH_CUDNN_FUSE=stats), then run the real
 # trainer end to end: `train --mode=profile` (resnet50 at 64 px, n = 64, from an LMDB of
-# make_synthetic JPEGs, 1 and 2 workers on this GPU), print one table, and end with
+# make_synthetic JPEGs, 1 and 2 workers on this GPU) and `make demo`'s job with --backend cuda
+# next to the same on the CPU (top-1 of each), print one table, and end with
 #   RESULT gpu=... ours_n32_img_s=... torch_n32_img_s=... ours_n256_img_s=...
 #          torch_n256_img_s=... max_rel_err=... profile_k1_img_s=... profile_k2_exposed_comm=...
 #          ours_legacy_n32_img_s=... ours_legacy_n256_img_s=... ours_fused_n32_img_s=...
@@ -40,7 +41,7 @@
 # IH_BENCH_MIN_RATIO=x fails when ours/torch < x.
 # Splitting the work over two calls when one does not fit: IH_GPU_CHECK_TESTS=REGEX runs only
 # the GPU tests matching it (ctest -R), IH_GPU_CHECK_SKIP="tests bench profile" (any of them)
-# skips whole stages ("rows": only the own-BN, cuDNN-BN, eager, legacy-API and fused bench rows,
+# skips whole stages ("demo": make demo's job on the GPU and the CPU; "rows": only the own-BN, cuDNN-BN, eager, legacy-API and fused bench rows,
 # or one kind of them: "ownbn", "cudnnbn", "eager", "legacy", "fused"; "bn": bench_bn and bench_bn_graph),
 # IH_GPU_CHECK_TEST_TIMEOUT (default 200) bounds the test stage; a second call on a warm
 # machine reuses the build.
@@ -343,6 +344,28 @@ else
     echo "no $build/bin/train or data tools: profile stage skipped"
 fi
 
+# The demo on the GPU: `make demo`'s job (scripts/demo.sh: synthetic JPEGs, LMDBs, resnet8 at
+# 32 px, 3 epochs, then validation) with --backend cuda, one worker (bf16, BN on cuDNN, eval on
+# ours), and the same job on the CPU backend beside it: the two top-1s should agree.
+declare -A demo
+stage "demo: make demo's job on the GPU (bf16) and on the CPU"
+for be in cuda cpu; do
+    demo[$be]=na; demo[s$be]=na
+    if skipped demo; then demo[$be]=skipped; continue; fi
+    [ -x "$build/bin/train" ] && [ -x "$build/tools/make_synthetic" ] || { echo "demo $be: no built train"; continue; }
+    if [ "$dry" = 1 ] && [ "$be" = cuda ]; then continue; fi
+    if [ "$(left)" -lt 60 ]; then demo[$be]=skipped; echo "demo $be skipped: $(left)s left"; continue; fi
+    tl=$(left); [ "$tl" -gt 150 ] && tl=150
+    dargs=(DEMO_BACKEND=$be DEMO_WORKERS=1 DEMO_OUT="$data/demo_$be")
+    [ "$dry" = 1 ] && dargs+=(DEMO_TRAIN_PER_CLASS=40 DEMO_VAL_PER_CLASS=10 DEMO_EPOCHS=1)
+    env "${dargs[@]}" timeout "$tl" sh scripts/demo.sh "$build" >"$out/demo_$be.log" 2>&1
+    echo "rc=$?" >>"$out/demo_$be.log"
+    grep -E '^(RESULT|== 3/3)|top1|error' "$out/demo_$be.log" | tail -n 4
+    r=$(grep '^RESULT top1=' "$out/demo_$be.log" | tail -n1)
+    demo[$be]=$(echo "$r" | sed -n 's/.*top1=\([0-9.a-z]*\).*/\1/p'); demo[$be]=${demo[$be]:-na}
+    demo[s$be]=$(echo "$r" | sed -n 's/.*seconds=\([0-9]*\).*/\1/p'); demo[s$be]=${demo[s$be]:-na}
+done
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a+0 > 0 && b+0 > 0) printf "%.2f", a/b; else print "na" }'; }
 stage summary
 printf '# %-10s %-6s %14s %14s %12s\n' "model" "n" "ours(img/s)" "torch(img/s)" "ours/torch"
@@ -380,6 +403,7 @@ for k in 1 2 2nccl; do
     printf '  %-50s %12s %10s %18s\n' "${prof[net]:-resnet50 n=64} workers=${k/nccl/ (nccl path)}" \
         "${prof[ips$k]:-na}" "${prof[step$k]:-na}" "${prof[exp$k]:-na}"
 done
+echo "# demo (resnet8, 32 px, 3 epochs, 1 worker): top-1 cuda ${demo[cuda]} in ${demo[scuda]} s, cpu ${demo[cpu]} in ${demo[scpu]} s"
 echo "# GPU tests rc=$gpu_rc, max_rel_err bf16=${maxrel:-na} fp32=${maxrel32:-na} fp16=${maxrel16:-na} (relative L2 bf16=${maxl2:-na} fp16=${maxl216:-na}), legacy API bf16=${maxrelg:-na} fp32=${maxrel32g:-na}, fused bf16=${maxrelf:-na}, cuDNN BN without joins bf16=${maxrelb:-na} (relative L2 bf16=${maxl2b:-na} fp16=${maxl2b16:-na}), required with joins bf16=${maxrela:-na} (relative L2 ${maxl2a:-na}), our BN bf16=${maxrelo:-na} (relative L2 ${maxl2o:-na}); $(( $(date +%s) - t0 ))s in all"
 rc=$gpu_rc
 if [ -n "${IH_BENCH_MIN_RATIO:-}" ]; then
@@ -389,5 +413,5 @@ if [ -n "${IH_BENCH_MIN_RATIO:-}" ]; then
             || { echo "ratio at n=$n is $r < IH_BENCH_MIN_RATIO=$IH_BENCH_MIN_RATIO"; rc=1; }
     done
 fi
-echo "RESULT gpu=$gpu ours_n32_img_s=${ips[ours32]} torch_n32_img_s=${ips[torch32]} ours_n256_img_s=${ips[ours256]} torch_n256_img_s=${ips[torch256]} max_rel_err=${maxrel:-na} max_rel_err_fp32=${maxrel32:-na} max_rel_err_fp16=${maxrel16:-na} max_rel_l2=${maxl2:-na} max_rel_l2_fp16=${maxl216:-na} profile_k1_img_s=${prof[ips1]:-na} profile_k2_img_s=${prof[ips2]:-na} profile_k2_exposed_comm=${prof[exp2]:-na} profile_k2_nccl_img_s=${prof[ips2nccl]:-na} ours_legacy_n32_img_s=${ips[legacy32]} ours_legacy_n256_img_s=${ips[legacy256]} max_rel_err_legacy=${maxrelg:-na} max_rel_err_fp32_legacy=${maxrel32g:-na} ours_fused_n32_img_s=${ips[fused32]} ours_fused_n256_img_s=${ips[fused256]} max_rel_err_fused=${maxrelf:-na} bn_cudnn_over_ours_n256=${bn[r256]:-na} bn_cudnn_over_ours_n32=${bn[r32]:-na} bn_add_cudnn_over_ours_n256=${bn[ar256]:-na} bn_add_cudnn_over_ours_n32=${bn[ar32]:-na} bn_graph_over_ex_n256=${bng[r256]:-na} bn_graph_over_ex_n32=${bng[r32]:-na} bn_graph_ok_n256=${bng[ok256]:-na} bn_graph_plan_s_n256=${bng[p256]:-na} ours_cudnnbn_n32_img_s=${ips[cudnnbn32]} ours_cudnnbn_n256_img_s=${ips[cudnnbn256]} max_rel_err_cudnnbn=${maxrelb:-na} max_rel_l2_cudnnbn=${maxl2b:-na} max_rel_l2_cudnnbn_fp16=${maxl2b16:-na} max_gate=${maxgate:-na} max_gate_cudnnbn=${maxgateb:-na} max_rel_err_cudnnbnadd=${maxrela:-na} max_rel_l2_cudnnbnadd=${maxl2a:-na} max_gate_cudnnbnadd=${maxgatea:-na} ours_ownbn_n32_img_s=${ips[ownbn32]} ours_ownbn_n256_img_s=${ips[ownbn256]} max_rel_err_ownbn=${maxrelo:-na} max_rel_l2_ownbn=${maxl2o:-na} max_gate_ownbn=${maxgateo:-na} gpu_tests_rc=$gpu_rc"
+echo "RESULT gpu=$gpu ours_n32_img_s=${ips[ours32]} torch_n32_img_s=${ips[torch32]} ours_n256_img_s=${ips[ours256]} torch_n256_img_s=${ips[torch256]} max_rel_err=${maxrel:-na} max_rel_err_fp32=${maxrel32:-na} max_rel_err_fp16=${maxrel16:-na} max_rel_l2=${maxl2:-na} max_rel_l2_fp16=${maxl216:-na} profile_k1_img_s=${prof[ips1]:-na} profile_k2_img_s=${prof[ips2]:-na} profile_k2_exposed_comm=${prof[exp2]:-na} profile_k2_nccl_img_s=${prof[ips2nccl]:-na} ours_legacy_n32_img_s=${ips[legacy32]} ours_legacy_n256_img_s=${ips[legacy256]} max_rel_err_legacy=${maxrelg:-na} max_rel_err_fp32_legacy=${maxrel32g:-na} ours_fused_n32_img_s=${ips[fused32]} ours_fused_n256_img_s=${ips[fused256]} max_rel_err_fused=${maxrelf:-na} bn_cudnn_over_ours_n256=${bn[r256]:-na} bn_cudnn_over_ours_n32=${bn[r32]:-na} bn_add_cudnn_over_ours_n256=${bn[ar256]:-na} bn_add_cudnn_over_ours_n32=${bn[ar32]:-na} bn_graph_over_ex_n256=${bng[r256]:-na} bn_graph_over_ex_n32=${bng[r32]:-na} bn_graph_ok_n256=${bng[ok256]:-na} bn_graph_plan_s_n256=${bng[p256]:-na} ours_cudnnbn_n32_img_s=${ips[cudnnbn32]} ours_cudnnbn_n256_img_s=${ips[cudnnbn256]} max_rel_err_cudnnbn=${maxrelb:-na} max_rel_l2_cudnnbn=${maxl2b:-na} max_rel_l2_cudnnbn_fp16=${maxl2b16:-na} max_gate=${maxgate:-na} max_gate_cudnnbn=${maxgateb:-na} max_rel_err_cudnnbnadd=${maxrela:-na} max_rel_l2_cudnnbnadd=${maxl2a:-na} max_gate_cudnnbnadd=${maxgatea:-na} ours_ownbn_n32_img_s=${ips[ownbn32]} ours_ownbn_n256_img_s=${ips[ownbn256]} max_rel_err_ownbn=${maxrelo:-na} max_rel_l2_ownbn=${maxl2o:-na} max_gate_ownbn=${maxgateo:-na} demo_cuda_top1=${demo[cuda]} demo_cpu_top1=${demo[cpu]} gpu_tests_rc=$gpu_rc"
 exit $rc
