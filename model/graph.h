@@ -81,7 +81,8 @@ ih_err model_net_create_full(model_net **out, const model_cfg *cfg, int base_wid
  * else -1. BN i qualifies when no ReLU follows it directly, its input gradient is written
  * (accum[0] == 0), its output is read by exactly one layer, an ADD that a ReLU on the ADD's
  * output follows, whose other input z is another tensor with its gradient written by the ADD
- * (accum 0). Each ADD goes to at most one BN, the first in layer order: in a projection block
+ * (accum 0), and no layer between the BN and the ADD writes the BN's input (the BN reads it at
+ * the ADD's place). Each ADD goes to at most one BN, the first in layer order: in a projection block
  * both the branch's last BN and the shortcut's BN feed the ADD, and the branch's takes it (the
  * shortcut's then runs on its own, before the ADD, producing z). Returns the number of joins.
  * join has g->nlayers entries. */

@@ -327,6 +327,10 @@ int model_graph_bn_joins(const model_graph *g, int *join)
             if (r && j < 0) j = k;
         }
         if (j < 0 || readers != 1 || g->layers[j].op != MODEL_OP_ADD) continue;
+        /* deferred to the ADD, the BN reads its input there: nothing in between may write it */
+        int overwritten = 0;
+        for (int k = i + 1; k < j; k++) overwritten |= g->layers[k].out == l->in[0];
+        if (overwritten) continue;
         const model_layer *a = &g->layers[j];
         const int side = a->in[0] == l->out ? 0 : 1;
         if (a->in[1 - side] == l->out || a->accum[1 - side] != 0) continue;

@@ -5,7 +5,9 @@
  * cuDNN's batch normalization on ResNet-50's shapes. CUDA C++, header-only (templates).
  *
  * x is m = n*h*w rows of c channels (NHWC). aux is 7c floats of per-channel scratch that the
- * backward reads from the training forward: [mean][istd][scale][shift][ka][kb][kc].
+ * backward reads from the training forward: [mean][istd][scale][shift][ka][kb][kc]. (When
+ * cuDNN's BN runs the layer, bn_cudnn.cu, cuDNN saves mean and istd in the same [0, 2c), so
+ * either backward follows either forward, and writes its dgamma, dbeta to [2c, 4c).)
  * partial is PMAX * 2c floats of row-block partial sums. Reductions add the partials in a
  * fixed order in double, so results are deterministic. Kernels queue on s; errors of a launch
  * are returned (ih_err), nothing synchronises.

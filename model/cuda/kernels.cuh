@@ -124,7 +124,8 @@ __device__ __forceinline__ void sum_parts(const float *partial, int c, int npart
     *s2 = b;
 }
 
-/* aux per BN layer: [mean][istd][scale][shift][ka][kb][kc], c floats each. The partial sums
+/* aux per BN layer: [mean][istd][scale][shift][ka][kb][kc], c floats each (under cuDNN's BN,
+ * bn_cudnn.cu: mean and istd as here, [2c, 4c) its dgamma and dbeta). The partial sums
  * are of x minus a per-channel shift: the first row x[0, ch] (bn_stats_k), or shift[ch] when
  * shift is not NULL (the convolution's fused statistics, IH_CUDNN_FUSE=stats, which shift by
  * the running mean; shift may be run_mean: it is read before run_mean is updated, by the same
