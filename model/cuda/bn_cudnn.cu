@@ -19,8 +19,9 @@
  * kernels are not documented for betaDataDiff != 0), and IH_CUDNN_FUSE=stats (its BN
  * finalizes from the convolution's sums; asked for together they are a usage error, while the
  * default quietly gives way to the fused statistics), and a BN epsilon below cuDNN's minimum.
- * Caveat: the persistent kernels may reduce with scaled integer atomics, which cuDNN documents
- * can overflow for some input ranges; IH_CUDNN_BN=ours is the way out if BN statistics go bad.
+ * Caveat: the persistent kernels may reduce with scaled integer atomics, which can overflow for
+ * some input ranges (why Paddle leaves this mode off by default); IH_CUDNN_BN=ours is the way
+ * out if BN statistics go bad.
  * IH_CUDNN_BN=cudnn+add (and the default): a BN that is the branch of a residual join relu(BN(x) + z) (the
  * block's last BN; the ADD, its fused ReLU and the BN's output read by nothing else) is
  * deferred to the ADD's place and runs there as one BN_ADD_ACTIVATION call: y into the ADD's
@@ -176,15 +177,9 @@ ih_err model_cuda_bn_dnn_create(net *e, size_t *ws_need)
 {
     const model_graph *g = e->g;
     const int nl = g->nlayers, B = e->max_batch;
-    if (e->eps < CUDNN_BN_MIN_EPSILON) {
-        if (!(e->cudnn_bn & 8))
-            return ih_fail(IH_E_USAGE, "model cuda: IH_CUDNN_BN=%s: BN epsilon %g is below cuDNN's minimum %g; "
-                           "use IH_CUDNN_BN=ours", getenv("IH_CUDNN_BN"), e->eps, (double)CUDNN_BN_MIN_EPSILON);
-        IH_INFO(IH_LOG_MODEL, "model cuda: BN epsilon %g is below cuDNN's minimum %g: BN runs on our kernels",
-                e->eps, (double)CUDNN_BN_MIN_EPSILON);
-        e->cudnn_bn = 0;
-        return IH_OK;
-    }
+    if (e->eps < CUDNN_BN_MIN_EPSILON) /* the default gave way in net.cu's create_inner */
+        return ih_fail(IH_E_USAGE, "model cuda: IH_CUDNN_BN=%s: BN epsilon %g is below cuDNN's minimum %g; "
+                       "use IH_CUDNN_BN=ours", getenv("IH_CUDNN_BN"), e->eps, (double)CUDNN_BN_MIN_EPSILON);
     e->bnd = (bn_dnn *)calloc((size_t)nl, sizeof(bn_dnn));
     e->add_bn = (int *)malloc((size_t)nl * sizeof(int));
     if (!e->bnd || !e->add_bn) return ih_fail(IH_E_SYS, "model cuda: out of host memory");

@@ -84,8 +84,9 @@ ih_err model_cuda_conv_fuse_from_env(int *fuse);
 /* IH_CUDNN_BN (which BN the CUDA executor's bf16/fp16 training step runs): bits 1 cuDNN's BN
  * (bn_cudnn.cu; a layer cuDNN refuses is logged and runs on ours), 2 require (a refusal is an
  * error instead), 4 residual joins (each block's last BN, the add and the ReLU as one
- * BN_ADD_ACTIVATION call), 8 not asked for (the default: a setting that excludes it, such as
- * the fp32 exact mode or IH_CUDNN_FUSE=stats, turns it off without a word). Unset or "" ->
+ * BN_ADD_ACTIVATION call), 8 not asked for (the default: what excludes it, the fp32 exact
+ * mode, IH_CUDNN_FUSE=stats or a BN epsilon below cuDNN's minimum, turns it off instead of
+ * failing, net.cu's create_inner). Unset or "" ->
  * 13 (the default, cuDNN with the joins), "ours" -> 0 (model/cuda/bn.cuh's kernels),
  * "cudnn" -> 1, "cudnn:require" -> 3, "cudnn+add" -> 5, "cudnn+add:require" -> 7. Anything
  * else IH_E_USAGE naming the accepted values. Here with the other cuDNN switches so that one

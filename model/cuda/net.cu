@@ -420,6 +420,11 @@ static ih_err create_inner(net *e)
                 "statistics), not cuDNN's");
         e->cudnn_bn = 0;
     }
+    if ((e->cudnn_bn & 8) && e->eps < CUDNN_BN_MIN_EPSILON) { /* asked for: bn_cudnn.cu's usage error */
+        IH_INFO(IH_LOG_MODEL, "model cuda: BN epsilon %g is below cuDNN's minimum %g: BN runs on our kernels",
+                e->eps, (double)CUDNN_BN_MIN_EPSILON);
+        e->cudnn_bn = 0;
+    }
     if (e->fuse_stats && !e->graph_api) {
         IH_INFO(IH_LOG_MODEL, "model cuda: IH_CUDNN_FUSE=stats runs the convolutions on cuDNN's graph API "
                 "(IH_CUDNN_API=legacy ignored)");
